@@ -1,0 +1,19 @@
+"""ppl-models: a catalogue of deep generative models in Pyro.
+
+``ppl_models`` says what a model is (Pyro model/guide pairs, energy functions,
+data, declarative specs); :mod:`inference` says how to fit and query it.
+"""
+
+from .errors import CheckpointError, DataError, PPLModelsError, SpecError
+
+__version__ = "0.1.0"
+
+
+def load(directory: str):
+    """Load a trained model directory written by ``ppl-models train``."""
+    from .catalogue import load as _load
+
+    return _load(directory)
+
+
+__all__ = ["load", "PPLModelsError", "SpecError", "DataError", "CheckpointError"]
