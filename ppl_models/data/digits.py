@@ -45,9 +45,10 @@ def load_digits(path, valid_size: int | None, test_size: int | None, split_seed:
     if path is not None:
         raise DataError(f"dataset 'digits' comes with scikit-learn and takes no path, got path={path!r}")
     images, labels = _read_digits()
+    defaulted = [part for part, size in (("test", test_size), ("valid", valid_size)) if size is None]
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     valid_size = DEFAULT_VALID_SIZE if valid_size is None else valid_size
-    rows = carve(len(images), {"test": test_size, "valid": valid_size, "train": 0}, split_seed, what="the digits")
+    rows = carve(len(images), {"test": test_size, "valid": valid_size, "train": 0}, split_seed, what="the digits", defaulted=defaulted)
     return Splits(
         name="digits",
         train=grey_split(images, labels, rows["train"], 16.0),

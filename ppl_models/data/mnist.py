@@ -115,10 +115,11 @@ def load_idx_dataset(source: IdxSource, path, valid_size, test_size, split_seed:
     pairs = _find_pairs(source, directory)
     data = {part: read_idx_pair(*pair) for part, pair in pairs.items()}
     parts, notes = {}, []
+    defaulted = [part for part, size in (("test", test_size), ("valid", valid_size)) if size is None]
     if "train" in data and "test" in data:
         images, labels = data["train"]
         valid_size = DEFAULT_VALID_SIZE if valid_size is None else valid_size
-        rows = carve(len(images), {"valid": valid_size, "train": 0}, split_seed, what=pairs["train"][0])
+        rows = carve(len(images), {"valid": valid_size, "train": 0}, split_seed, what=pairs["train"][0], defaulted=defaulted)
         parts["train"] = grey_split(images, labels, rows["train"], 255.0)
         parts["valid"] = grey_split(images, labels, rows["valid"], 255.0) if valid_size else None
         notes.append(f"train {len(rows['train'])} and valid {valid_size} carved from the official train set with seed {split_seed}")
@@ -137,7 +138,7 @@ def load_idx_dataset(source: IdxSource, path, valid_size, test_size, split_seed:
         default_test, default_valid = DEFAULTS_ONLY_TEST if part == "test" else DEFAULTS_ONLY_TRAIN
         test_size = default_test if test_size is None else test_size
         valid_size = default_valid if valid_size is None else valid_size
-        rows = carve(len(images), {"test": test_size, "valid": valid_size, "train": 0}, split_seed, what=pairs[part][0])
+        rows = carve(len(images), {"test": test_size, "valid": valid_size, "train": 0}, split_seed, what=pairs[part][0], defaulted=defaulted)
         parts["train"] = grey_split(images, labels, rows["train"], 255.0)
         parts["valid"] = grey_split(images, labels, rows["valid"], 255.0) if valid_size else None
         parts["test"] = grey_split(images, labels, rows["test"], 255.0)

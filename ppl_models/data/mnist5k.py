@@ -66,9 +66,10 @@ def load_mnist5k(path: str | None, valid_size: int | None, test_size: int | None
     """
     path = os.fspath(path) if path is not None else mnist5k_path()
     images, labels = read_mnist5k(path)
+    defaulted = [part for part, size in (("test", test_size), ("valid", valid_size)) if size is None]
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     valid_size = DEFAULT_VALID_SIZE if valid_size is None else valid_size
-    rows = carve(len(images), {"test": test_size, "valid": valid_size, "train": 0}, split_seed, what=path)
+    rows = carve(len(images), {"test": test_size, "valid": valid_size, "train": 0}, split_seed, what=path, defaulted=defaulted)
     return Splits(
         name="mnist5k",
         train=grey_split(images, labels, rows["train"], 255.0),

@@ -100,7 +100,7 @@ def check_size(name: str, value, default: int) -> int:
     return int(value)
 
 
-def carve(n: int, sizes: dict[str, int], seed: int, *, what: str) -> dict[str, np.ndarray]:
+def carve(n: int, sizes: dict[str, int], seed: int, *, what: str, defaulted=()) -> dict[str, np.ndarray]:
     """Cut a fixed permutation of ``range(n)`` into consecutive parts of the given sizes.
 
     :param int n: number of rows available.
@@ -108,11 +108,17 @@ def carve(n: int, sizes: dict[str, int], seed: int, *, what: str) -> dict[str, n
         named "train" (size ignored) takes what is left, and must not be empty.
     :param int seed: seed of the permutation.
     :param str what: the data described in error messages.
+    :param defaulted: names of the parts whose size is the data set's default,
+        so that an error says the user did not ask for it.
     :returns: part name -> int64 row indices.
     """
     taken = sum(size for part, size in sizes.items() if part != "train")
     if taken >= n:
-        asked = ", ".join(f"{part}_size={size}" for part, size in sizes.items() if part != "train")
+        asked = ", ".join(
+            f"{part}_size={size}" + (" (default)" if part in defaulted else "")
+            for part, size in sizes.items()
+            if part != "train"
+        )
         raise DataError(f"{asked} take {taken} of the {n} rows of {what}, leaving no training data; expected a total < {n}")
     perm = np.random.default_rng(seed).permutation(n)
     parts, start = {}, 0
