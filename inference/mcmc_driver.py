@@ -1,0 +1,169 @@
+r"""Run any MCMC kernel through :class:`pyro.infer.MCMC`; samples, ArviZ data and convergence diagnostics.
+
+Kernels of this package hold many chains in one state (a leading chain
+dimension of size ``kernel.num_chains``) and run as a single Pyro chain. The
+driver undoes that packing: every returned array is ``(chains, draws, ...)``,
+so R-hat and the effective sample size see each vectorised chain as a chain of
+its own. Diagnostics are computed on *summaries* that matter (for an energy
+model: the free energy of each draw and each unit's value, whose averages are
+the unit means) rather than on thousands of raw coordinates.
+
+R-hat is the split potential scale reduction factor and ESS Geyer's
+initial-monotone estimate, both from :mod:`pyro.ops.stats`, so they do not
+depend on the installed ArviZ version.
+
+References: A. Gelman, D. Rubin, "Inference from iterative simulation using
+multiple sequences", Statistical Science 7 (1992); C. Geyer, "Practical
+Markov chain Monte Carlo", Statistical Science 7 (1992).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Callable
+
+import torch
+from pyro.infer import MCMC
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+
+from ppl_models.errors import SpecError
+
+__all__ = ["ChainsNotMixedWarning", "MCMCResult", "run_mcmc", "to_inference_data", "chain_diagnostics"]
+
+
+class ChainsNotMixedWarning(UserWarning):
+    """Issued by :func:`run_mcmc` when R-hat or the effective sample size says the chains have not mixed."""
+
+
+@dataclasses.dataclass
+class MCMCResult:
+    """What :func:`run_mcmc` returns.
+
+    :ivar dict samples: saved sites, each ``(chains, draws, ...)``.
+    :ivar dict summaries: per-draw summaries, each ``(chains, draws)`` or ``(chains, draws, d)``.
+    :ivar inference_data: :class:`arviz.InferenceData` (0.x) / ``DataTree`` (1.x) of samples and summaries.
+    :ivar dict r_hat: per summary, the largest split R-hat over its elements (NaN-free elements only).
+    :ivar dict ess: per summary, the smallest effective sample size over its elements.
+    :ivar bool mixed: whether every R-hat is below the threshold and every ESS above its minimum.
+    :ivar str message: one line saying so, naming the worst summary when not mixed.
+    :ivar dict kernel_diagnostics: the kernel's ``diagnostics()``.
+    """
+
+    samples: dict
+    summaries: dict
+    inference_data: Any
+    r_hat: dict
+    ess: dict
+    mixed: bool
+    message: str
+    kernel_diagnostics: dict
+
+
+def to_inference_data(posterior: dict):
+    """Build ArviZ data from ``{name: array (chains, draws, ...)}``; works with ArviZ 0.x and 1.x."""
+    import arviz as az
+
+    arrays = {k: (v.detach().cpu().numpy() if torch.is_tensor(v) else v) for k, v in posterior.items()}
+    if int(az.__version__.split(".")[0]) >= 1:
+        return az.from_dict({"posterior": arrays})  # 1.x: a dict of groups
+    return az.from_dict(posterior=arrays)
+
+
+def chain_diagnostics(x: torch.Tensor) -> tuple[float, float]:
+    """(max split R-hat, min ESS) over the elements of ``x`` (chains, draws, ...), ignoring constant elements."""
+    x = x.detach().double()
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    varying = flat.var(dim=(0, 1)) > 0  # a unit that never changes (e.g. clamped) has no R-hat
+    if not bool(varying.any()):
+        return float("nan"), float("nan")
+    flat = flat[..., varying]
+    r_hat = split_gelman_rubin(flat, chain_dim=0, sample_dim=1)
+    ess = effective_sample_size(flat, chain_dim=0, sample_dim=1)
+    return float(r_hat.nan_to_num(nan=float("inf")).max()), float(ess.nan_to_num(nan=0.0).min())
+
+
+def _unpack(site: torch.Tensor, vectorised: bool) -> torch.Tensor:
+    if not vectorised:
+        return site  # (pyro chains, draws, ...)
+    # One Pyro chain whose state is (num_chains, ...): (1, draws, num_chains, ...) -> (num_chains, draws, ...)
+    return site.squeeze(0).movedim(1, 0)
+
+
+def run_mcmc(
+    kernel,
+    num_samples: int,
+    warmup_steps: int = 0,
+    *,
+    summaries: dict[str, Callable] | None = None,
+    save_params: list[str] | None = None,
+    r_hat_threshold: float = 1.05,
+    min_ess: float = 100.0,
+    include_samples_in_inference_data: bool = True,
+    disable_progbar: bool = False,
+    warn: bool = True,
+) -> MCMCResult:
+    """Run ``kernel`` under :class:`pyro.infer.MCMC` and diagnose its chains.
+
+    :param kernel: a :class:`pyro.infer.mcmc.mcmc_kernel.MCMCKernel` whose state has a
+        leading chain dimension of size ``kernel.num_chains`` (1 if it has no such attribute).
+    :param int num_samples: draws kept per chain.
+    :param int warmup_steps: draws discarded first.
+    :param dict summaries: name -> function of the samples dict (each ``(chains, draws, ...)``)
+        returning ``(chains, draws[, ...])``; default ``kernel.summaries()`` if the kernel has it,
+        else every saved site.
+    :param list save_params: sites to keep (default all); fewer sites, less memory.
+    :param float r_hat_threshold: chains count as mixed when every R-hat is below this. The
+        default 1.05 allows for the maximum over hundreds of units.
+    :param float min_ess: ... and every ESS is at least this.
+    :param bool warn: issue a :class:`ChainsNotMixedWarning` when they have not mixed.
+    """
+    for name, value in (("num_samples", num_samples), ("warmup_steps", warmup_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "num_samples" else 0):
+            raise SpecError(f"{name} must be an integer >= {1 if name == 'num_samples' else 0}, got {value!r}")
+    vectorised = hasattr(kernel, "num_chains")
+    num_chains = getattr(kernel, "num_chains", 1)
+    mcmc = MCMC(
+        kernel,
+        num_samples=num_samples,
+        warmup_steps=warmup_steps,
+        save_params=save_params,
+        disable_progbar=disable_progbar,
+    )
+    mcmc.run()
+    samples = {k: _unpack(v, vectorised) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+
+    if summaries is None:
+        summaries = kernel.summaries() if hasattr(kernel, "summaries") else {k: (lambda s, k=k: s[k]) for k in samples}
+    values = {name: fn(samples) for name, fn in summaries.items()}
+    r_hat, ess = {}, {}
+    for name, value in values.items():
+        r_hat[name], ess[name] = chain_diagnostics(value)
+
+    bad = [n for n in values if r_hat[n] > r_hat_threshold or ess[n] < min_ess]  # NaN (constant) passes
+    if bad:
+        worst = max(bad, key=lambda n: r_hat[n])
+        message = (
+            f"chains have not mixed: {worst} has R-hat {r_hat[worst]:.3g} (want < {r_hat_threshold}) and "
+            f"ESS {ess[worst]:.0f} (want >= {min_ess:g}) over {num_chains} chains x {num_samples} draws; "
+            "run more warm-up, more samples or more sweeps per sample"
+        )
+        if warn:
+            warnings.warn(message, ChainsNotMixedWarning, stacklevel=2)
+    else:
+        message = f"chains mixed: every R-hat < {r_hat_threshold} and ESS >= {min_ess:g} ({num_chains} chains x {num_samples} draws)"
+
+    posterior = dict(values)
+    if include_samples_in_inference_data:
+        posterior.update({k: v for k, v in samples.items() if k not in posterior})
+    diagnostics = getattr(kernel, "diagnostics", lambda: {})() or {}
+    return MCMCResult(
+        samples=samples,
+        summaries=values,
+        inference_data=to_inference_data(posterior),
+        r_hat=r_hat,
+        ess=ess,
+        mixed=not bad,
+        message=message,
+        kernel_diagnostics=diagnostics,
+    )

@@ -1,0 +1,271 @@
+r"""Restricted Boltzmann machines: binary (Bernoulli-Bernoulli) and Gaussian-Bernoulli.
+
+Both are energy functions over a visible layer :math:`v` and a binary hidden
+layer :math:`h`, with :math:`p(v, h) = e^{-E(v, h)} / Z`. This module says what
+the models are (energy, free energy, the two layer conditionals and the
+gradient of the energy); how to sample them is :mod:`inference.block_gibbs`,
+how to train them :mod:`inference.contrastive_divergence`, how to estimate
+:math:`\log Z` :mod:`inference.ais` and :mod:`inference.exact_enumeration`.
+
+Every method takes a batch: tensors of shape ``(..., num_visible)`` or
+``(..., num_hidden)``; 0/1 states are floats.
+
+References
+
+1. G. E. Hinton, "Training products of experts by minimizing contrastive
+   divergence", Neural Computation 14 (2002).
+2. G. E. Hinton, "A practical guide to training restricted Boltzmann machines",
+   UTML TR 2010-003.
+3. K. Cho, A. Ilin, T. Raiko, "Improved learning of Gaussian-Bernoulli
+   restricted Boltzmann machines", ICANN 2011.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.binarize import check_binary
+from .errors import DataError, SpecError
+
+__all__ = ["RBM", "GaussianBernoulliRBM"]
+
+
+def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    # addmm fuses the bias add into the GEMM: this is the sampler's hot path.
+    if x.dim() == 2:
+        return torch.addmm(bias, x, weight)
+    return x @ weight + bias
+
+
+class _BipartiteEnergy(nn.Module):
+    """Parameters and the hidden side shared by both RBMs (binary hidden units)."""
+
+    #: what the visible units are: "bernoulli" or "gaussian" (read by AIS and the samplers)
+    visible_type = "bernoulli"
+
+    def __init__(self, num_visible: int, num_hidden: int, weight_scale: float = 0.01):
+        super().__init__()
+        for name, value in (("num_visible", num_visible), ("num_hidden", num_hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(weight_scale, (int, float)) and weight_scale >= 0 and math.isfinite(weight_scale)):
+            raise SpecError(f"weight_scale must be a finite number >= 0, got {weight_scale!r}")
+        self.weight = nn.Parameter(torch.randn(num_visible, num_hidden) * weight_scale)
+        self.visible_bias = nn.Parameter(torch.zeros(num_visible))
+        self.hidden_bias = nn.Parameter(torch.zeros(num_hidden))
+
+    @property
+    def num_visible(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def num_hidden(self) -> int:
+        return self.weight.shape[1]
+
+    # -- hidden layer given visible: p(h_j = 1 | v) = sigmoid(hidden_logits(v)_j)
+    def _visible_input(self, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        """Total input :math:`c_j + \\sum_i \\tilde v_i W_{ij}` of each hidden unit."""
+        return _affine(self._visible_input(v), self.weight, self.hidden_bias)
+
+    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
+        """:math:`p(h_j = 1 \\mid v)`, shape ``(..., num_hidden)``."""
+        return torch.sigmoid(self.hidden_logits(v))
+
+    def sample_hidden(self, v: torch.Tensor) -> torch.Tensor:
+        """Draw :math:`h \\sim p(h \\mid v)` as 0/1 floats."""
+        return torch.bernoulli(self.hidden_probs(v))
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """:math:`F(v) = -\\log \\sum_h e^{-E(v, h)}`, shape ``(...)``; :math:`p(v) = e^{-F(v)}/Z`."""
+        return self.visible_energy(v) - F.softplus(self.hidden_logits(v)).sum(-1)
+
+    def energy_gradients(self, v: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Batch mean of :math:`\\partial E(v, h) / \\partial \\theta` for every trainable parameter.
+
+        :math:`E` is linear in :math:`h`, so with ``h = hidden_probs(v)`` this is
+        :math:`\\partial F(v) / \\partial \\theta`, the Rao-Blackwellised statistic
+        of CD / PCD (the log-likelihood gradient is the model average minus the
+        data average of it). Keys are parameter names as in ``named_parameters``.
+        """
+        v2, h2 = v.reshape(-1, v.shape[-1]), h.reshape(-1, h.shape[-1])
+        n = v2.shape[0]
+        vin = self._visible_input(v2)
+        grads = {
+            "weight": vin.t().mm(h2).div_(-n),
+            "hidden_bias": h2.mean(0).neg_(),
+        }
+        grads.update(self._visible_gradients(v2, h2))
+        return {name: grads[name] for name, p in self.named_parameters() if p.requires_grad}
+
+    def validate_parameters(self) -> None:
+        """Raise :class:`SpecError` if a parameter holds NaN or infinity."""
+        for name, p in self.named_parameters():
+            finite = torch.isfinite(p)
+            if not bool(finite.all()):
+                index = tuple(int(i) for i in (~finite).nonzero()[0])
+                raise SpecError(
+                    f"{type(self).__name__} parameter {name} must be finite, found {p[index].item()} at index {index}"
+                )
+
+    def _check_shape(self, v, what: str) -> None:
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            found = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
+            raise DataError(f"{what} must be a floating-point torch.Tensor, got {found}")
+        if v.dim() < 1 or v.shape[-1] != self.num_visible:
+            raise DataError(f"{what} must have shape (..., {self.num_visible}), got {tuple(v.shape)}")
+        finite = torch.isfinite(v)
+        if not bool(finite.all()):
+            index = tuple(int(i) for i in (~finite).nonzero()[0])
+            raise DataError(f"{what} must be finite, found {v[index].item()} at index {index}")
+
+
+class RBM(_BipartiteEnergy):
+    r"""Binary restricted Boltzmann machine (Smolensky 1986; Hinton 2002).
+
+    .. math::
+
+        E(v, h) = -v^\top W h - b^\top v - c^\top h, \qquad v \in \{0,1\}^V,\ h \in \{0,1\}^H
+
+        p(h_j = 1 \mid v) = \sigma(c_j + v^\top W_{:j}), \quad
+        p(v_i = 1 \mid h) = \sigma(b_i + W_{i:} h), \quad
+        F(v) = -b^\top v - \sum_j \operatorname{softplus}(c_j + v^\top W_{:j}).
+
+    Parameters: ``weight`` :math:`W` (V, H), ``visible_bias`` :math:`b`, ``hidden_bias`` :math:`c`.
+
+    :param int num_visible: V.
+    :param int num_hidden: H.
+    :param float weight_scale: standard deviation of the initial weights (Hinton's guide: 0.01).
+
+    Example::
+
+        >>> rbm = RBM(4, 3)
+        >>> rbm.free_energy(torch.ones(2, 4)).shape
+        torch.Size([2])
+    """
+
+    visible_type = "bernoulli"
+
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """:math:`E(v, h)`, broadcasting over leading dimensions."""
+        return -((v @ self.weight) * h).sum(-1) - v @ self.visible_bias - h @ self.hidden_bias
+
+    def visible_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """The part of :math:`E` that depends on :math:`v` alone: :math:`-b^\\top v`."""
+        return -(v @ self.visible_bias)
+
+    def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`b_i + W_{i:} h`."""
+        return _affine(h, self.weight.t(), self.visible_bias)
+
+    def visible_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`p(v_i = 1 \\mid h)`."""
+        return torch.sigmoid(self.visible_logits(h))
+
+    visible_mean = visible_probs
+
+    def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
+        """Draw :math:`v \\sim p(v \\mid h)` as 0/1 floats."""
+        return torch.bernoulli(self.visible_probs(h))
+
+    def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`-\\log \\sum_v e^{-E(v, h)} = -c^\\top h - \\sum_i \\operatorname{softplus}(b_i + W_{i:} h)`."""
+        return -(h @ self.hidden_bias) - F.softplus(self.visible_logits(h)).sum(-1)
+
+    def _visible_gradients(self, v, h):
+        return {"visible_bias": v.mean(0).neg()}
+
+    def validate_visible(self, v, what: str = "data") -> torch.Tensor:
+        """Raise :class:`DataError` unless ``v`` is a finite 0/1 float tensor ``(..., V)``; return ``v``."""
+        self._check_shape(v, what)
+        return check_binary(v, what)
+
+
+class GaussianBernoulliRBM(_BipartiteEnergy):
+    r"""Gaussian-Bernoulli RBM: real-valued visible units with per-unit standard deviations.
+
+    .. math::
+
+        E(v, h) = \sum_i \frac{(v_i - b_i)^2}{2 s_i^2} - \sum_{ij} \frac{v_i}{s_i} W_{ij} h_j - c^\top h
+
+        p(h_j = 1 \mid v) = \sigma\big(c_j + \textstyle\sum_i (v_i / s_i) W_{ij}\big), \quad
+        p(v \mid h) = \mathcal N\big(b + s \odot (W h),\ \operatorname{diag}(s^2)\big),
+
+        F(v) = \sum_i \frac{(v_i - b_i)^2}{2 s_i^2} - \sum_j \operatorname{softplus}\big(c_j + (v/s)^\top W_{:j}\big).
+
+    The standard deviations are :math:`s = \exp(\text{log\_sigma})`: a trainable
+    parameter when ``learn_sigma`` (Cho et al. 2011 learn :math:`\log s^2`; the
+    parametrisation differs by a factor 2), otherwise a fixed buffer.
+
+    :param int num_visible: V.
+    :param int num_hidden: H.
+    :param sigma: initial (or fixed) standard deviation, a float or a tensor (V,).
+    :param bool learn_sigma: whether ``log_sigma`` is trained.
+    :param float weight_scale: standard deviation of the initial weights.
+    """
+
+    visible_type = "gaussian"
+
+    def __init__(self, num_visible: int, num_hidden: int, sigma=1.0, learn_sigma: bool = False, weight_scale: float = 0.01):
+        super().__init__(num_visible, num_hidden, weight_scale)
+        sigma = torch.as_tensor(sigma, dtype=self.weight.dtype)
+        if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] != num_visible):
+            raise SpecError(f"sigma must be a number or a tensor of shape ({num_visible},), got shape {tuple(sigma.shape)}")
+        if not bool(torch.isfinite(sigma).all()) or bool((sigma <= 0).any()):
+            raise SpecError(f"sigma must be finite and > 0, got {sigma.tolist()}")
+        log_sigma = sigma.log().expand(num_visible).clone()
+        if learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def _visible_input(self, v):
+        return v / self.sigma
+
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """:math:`E(v, h)`, broadcasting over leading dimensions."""
+        return self.visible_energy(v) - ((self._visible_input(v) @ self.weight) * h).sum(-1) - h @ self.hidden_bias
+
+    def visible_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """The part of :math:`E` that depends on :math:`v` alone: :math:`\\sum_i (v_i - b_i)^2 / 2 s_i^2`."""
+        return ((v - self.visible_bias) / self.sigma).pow(2).sum(-1) / 2
+
+    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`E[v \\mid h] = b + s \\odot (W h)`."""
+        return torch.addcmul(self.visible_bias, self.sigma, h @ self.weight.t())
+
+    def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
+        """Draw :math:`v \\sim \\mathcal N(b + s \\odot W h, s^2)`."""
+        mean = self.visible_mean(h)
+        return mean.addcmul_(torch.randn_like(mean), self.sigma)
+
+    def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
+        """:math:`-\\log \\int e^{-E(v, h)} dv = -c^\\top h - \\sum_i (a_i b_i / s_i + a_i^2 / 2 + \\log(\\sqrt{2\\pi} s_i))`, :math:`a = W h`."""
+        a = h @ self.weight.t()
+        s = self.sigma
+        gauss = (a * (self.visible_bias / s) + a.pow(2) / 2).sum(-1)
+        return -(h @ self.hidden_bias) - gauss - (self.log_sigma.sum() + self.num_visible * 0.5 * math.log(2 * math.pi))
+
+    def _visible_gradients(self, v, h):
+        s = self.sigma
+        diff = (v - self.visible_bias) / s
+        grads = {"visible_bias": -(diff / s).mean(0)}
+        if isinstance(self.log_sigma, nn.Parameter):
+            # dE/dlog s_i = -(v_i - b_i)^2 / s_i^2 + (v_i / s_i) (W h)_i
+            grads["log_sigma"] = (-diff.pow(2) + (v / s) * (h @ self.weight.t())).mean(0)
+        return grads
+
+    def validate_visible(self, v, what: str = "data") -> torch.Tensor:
+        """Raise :class:`DataError` unless ``v`` is a finite float tensor ``(..., V)``; return ``v``."""
+        self._check_shape(v, what)
+        return v
