@@ -107,7 +107,12 @@ class DCIMObjective(ELBO):
         return owner
 
     def terms(self, dcim, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image loss terms, each of shape ``(N,)``, in nats."""
         raise NotImplementedError
+
+    def _get_trace(self, model, guide, args, kwargs):
+        # ELBO's abstract hook: these estimators run the mean recursion, not traces
+        raise NotImplementedError(f"the {self.name} objective does not trace the model and guide")
 
     def differentiable_loss(self, model, guide, x, y=None, *args, **kwargs) -> torch.Tensor:
         dcim = self._dcim(model, guide)
