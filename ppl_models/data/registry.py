@@ -81,4 +81,4 @@ def load_dataset(
     if test_size == 0:
         raise DataError("test_size must be >= 1 (every Splits has a test set), got 0")
     grey = _LOADERS[name](path, valid_size, test_size, int(split_seed))
-    return binarize_splits(grey, binarize, float(threshold), int(split_seed))
+    return binarize_splits(grey, binarize, float(threshold), int(split_seed), inplace=True)

@@ -82,6 +82,15 @@ class Splits:
         """Number of pixels per image, ``prod(image_shape)``."""
         return math.prod(self.image_shape)
 
+    def to(self, device) -> "Splits":
+        """The same splits with every tensor on ``device`` (e.g. once, onto the GPU)."""
+        return dataclasses.replace(
+            self,
+            train=self.train.to(device),
+            valid=self.valid.to(device) if self.valid is not None else None,
+            test=self.test.to(device),
+        )
+
     def __repr__(self) -> str:
         sizes = ", ".join(
             f"{part}={len(s) if s is not None else None}" for part, s in (("train", self.train), ("valid", self.valid), ("test", self.test))

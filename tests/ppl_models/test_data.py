@@ -23,6 +23,7 @@ from ppl_models.data import (
     load_dataset,
     read_idx,
 )
+from ppl_models.data.binarize import binarize_splits
 from ppl_models.data.idx import IDX_DTYPES
 
 MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
@@ -329,6 +330,17 @@ def test_threshold_binarisation(threshold):
         check_binary(x, what=part)
         assert torch.equal(x, (getattr(grey, part).x > threshold).float())
         assert torch.equal(getattr(binary, part).y, getattr(grey, part).y)
+
+
+def test_binarize_splits_leaves_its_input_alone_unless_told():
+    grey = load_dataset("digits", binarize="none")
+    before = grey.train.x.clone()
+    binary = binarize_splits(grey, "threshold", 0.5, 0)
+    assert torch.equal(grey.train.x, before) and torch.equal(binary.train.x, (before > 0.5).float())
+    binarize_splits(grey, "threshold", 0.5, 0, inplace=True)
+    assert torch.equal(grey.train.x, binary.train.x)
+    moved = binary.to("cpu")
+    assert moved.binarize == "threshold" and torch.equal(moved.test.x, binary.test.x)
 
 
 def test_dynamic_binarisation_protocol():
