@@ -14,6 +14,7 @@ files come from. Every reader validates what it reads and raises
 
 from ..errors import DataError
 from .binarize import BINARIZE_OPTIONS, DynamicBinarization, check_binary, check_features
+from .download import download_idx
 from .idx import read_idx
 from .registry import DATASETS, load_dataset
 from .splits import Split, Splits
@@ -27,6 +28,7 @@ __all__ = [
     "Splits",
     "check_binary",
     "check_features",
+    "download_idx",
     "load_dataset",
     "read_idx",
 ]

@@ -51,7 +51,8 @@ class IdxSource:
 
 MNIST = IdxSource(
     "mnist", "PPL_MODELS_MNIST_DIR", None, "MNIST",
-    "pass path= a directory holding the MNIST IDX files, or set PPL_MODELS_MNIST_DIR",
+    "pass path= a directory holding the MNIST IDX files, or set PPL_MODELS_MNIST_DIR "
+    "(online, ppl_models.data.download_idx('mnist', DIR) fetches them)",
 )
 FASHION_MNIST = IdxSource(
     "fashion-mnist", "PPL_MODELS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist", "FashionMNIST",

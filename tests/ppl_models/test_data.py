@@ -20,6 +20,7 @@ from ppl_models.data import (
     Splits,
     check_binary,
     check_features,
+    download_idx,
     load_dataset,
     read_idx,
 )
@@ -528,3 +529,30 @@ def test_mnist5k_from_a_csv_path(tmp_path):
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (10, 5, 5)
     assert torch.equal(splits.train.x[0] * 255, torch.arange(784, dtype=torch.float32) % 256)
     assert isinstance(splits, Splits) and "shuffled with seed 0" in splits.note
+
+
+# ---------------------------------------------------------------- download (offline: file:// mirrors)
+
+
+def test_download_idx_from_a_local_mirror(tmp_path):
+    mirror = "file://" + os.path.abspath(MNIST_DIR) + "/"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "t10k-images-idx3-ubyte.gz").write_bytes(b"not the file")
+    target = tmp_path / "mnist"
+    # The first mirror lacks one file and serves a wrong one: both fall through to the second.
+    download_idx("mnist", target, parts=("test",), mirrors=["file://" + str(broken) + "/", mirror])
+    assert sorted(os.listdir(target)) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    splits = load_dataset("mnist", path=target, binarize="none")
+    assert_equal_splits(splits, load_dataset("mnist", path=MNIST_DIR, binarize="none"))
+    download_idx("mnist", target, parts=("test",), mirrors=["file:///nowhere/"])  # present and right: kept
+    with pytest.raises(DataError, match="could not download train-images-idx3-ubyte.gz .*nowhere"):
+        download_idx("mnist", target, mirrors=["file:///nowhere/"])
+    (target / "t10k-labels-idx1-ubyte.gz").write_bytes(b"damaged")
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: MD5 [0-9a-f]{32}, expected ec29112d"):
+        download_idx("mnist", target, parts=("test",), mirrors=["file://" + str(target) + "/"])
+    assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
+    with pytest.raises(DataError, match="download_idx knows 'mnist', 'fashion-mnist', got name='cifar'"):
+        download_idx("cifar", target)
+    with pytest.raises(DataError, match="parts must be a non-empty subset"):
+        download_idx("mnist", target, parts=("valid",))
