@@ -66,7 +66,7 @@ def _directory(source: IdxSource, path) -> str:
         path = os.environ.get(source.env_var) or source.default_dir
     if path is None:
         raise DataError(f"dataset {source.name!r} needs a directory of IDX files: {source.hint}")
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     if not os.path.isdir(path):
         raise DataError(f"dataset {source.name!r}: directory {path} does not exist; {source.hint}")
     return path

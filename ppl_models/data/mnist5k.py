@@ -64,7 +64,7 @@ def load_mnist5k(path: str | None, valid_size: int | None, test_size: int | None
 
     Defaults: 1,000 test, 500 validation, the remaining 3,500 for training.
     """
-    path = os.fspath(path) if path is not None else mnist5k_path()
+    path = os.path.expanduser(os.fspath(path)) if path is not None else mnist5k_path()
     images, labels = read_mnist5k(path)
     defaulted = [part for part, size in (("test", test_size), ("valid", valid_size)) if size is None]
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
