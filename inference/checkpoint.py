@@ -12,33 +12,13 @@ import io
 import json
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
 from ppl_models.errors import CheckpointError
-
-
-def _write_atomic(path: str, payload: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+from ppl_models.fileio import write_bytes_atomic as _write_atomic
+from ppl_models.fileio import write_json_atomic  # noqa: F401  (re-exported)
 
 
 def save_atomic(obj, path: str) -> None:
@@ -56,10 +36,6 @@ def load_checkpoint(path: str, map_location=None):
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises many types for a truncated / foreign file
         raise CheckpointError(f"checkpoint {path} is corrupt or not a ppl-models checkpoint ({type(e).__name__})") from None
-
-
-def write_json_atomic(obj, path: str) -> None:
-    _write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def read_json(path: str, what: str = "file"):
