@@ -63,7 +63,10 @@ class IWAEELBO(ELBO):
             quiet = logging.getLogger("pyro.infer.elbo")
             level, quiet.level = quiet.level, logging.WARNING
             try:
-                self._guess_max_plate_nesting(model, guide, args, kwargs)
+                # The guess runs model and guide once; it must not consume random numbers, or a
+                # resumed run (which guesses again) would drift from an uninterrupted one.
+                with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+                    self._guess_max_plate_nesting(model, guide, args, kwargs)
             finally:
                 quiet.setLevel(level)
         return log_importance_weights(model, guide, *args, num_particles=self.num_particles,

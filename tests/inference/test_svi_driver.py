@@ -1,0 +1,195 @@
+"""The shared SVI driver: exact resume, atomic checkpoints, early stopping, schedules, bad input."""
+
+import os
+
+import pytest
+import torch
+
+import ppl_models.fileio as fileio
+from inference.iwae_elbo import IWAEELBO
+from inference.svi_driver import TrainingDiverged, fit
+from ppl_models.data import DynamicBinarization
+from ppl_models.errors import CheckpointError, SpecError
+from ppl_models.vae import VAE, VAEArchitecture
+
+
+def grey_data(n=120, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, d, generator=g)
+
+
+def new_vae(seed):
+    torch.manual_seed(seed)
+    return VAE(VAEArchitecture(x_dim=16, z_dim=2, hidden=[8]))
+
+
+def run(vae, epochs, ckpt, **kw):
+    x = grey_data()
+    valid = (torch.bernoulli(grey_data(30, seed=1), generator=torch.Generator().manual_seed(2)),)
+    return fit(vae.model, vae.guide, IWAEELBO(3), (x,), module=vae, epochs=epochs, batch_size=32, seed=7,
+               valid=valid, transform=DynamicBinarization(), checkpoint_path=ckpt, progress=False,
+               lr_schedule="exponential", lr_decay=0.9, **kw)
+
+
+def assert_same_parameters(a, b):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = new_vae(0)
+    history = run(full, 4, str(tmp_path / "full.pt")).history
+    part = new_vae(0)
+    run(part, 2, str(tmp_path / "part.pt"))
+    resumed = new_vae(123)  # a different init: everything must come from the checkpoint
+    result = run(resumed, 4, str(tmp_path / "part.pt"))
+    assert result.resumed_from == 2
+    assert_same_parameters(full, resumed)
+    assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in history]
+
+
+def test_run_killed_mid_epoch_resumes_exactly(tmp_path):
+    full = new_vae(0)
+    run(full, 3, str(tmp_path / "full.pt"))
+
+    class Killer(IWAEELBO):
+        calls = 0
+
+        def loss_and_grads(self, *args, **kwargs):
+            Killer.calls += 1
+            if Killer.calls == 10:  # during epoch 3 (4 steps per epoch)
+                raise KeyboardInterrupt
+            return super().loss_and_grads(*args, **kwargs)
+
+    killed = new_vae(0)
+    ckpt = str(tmp_path / "k.pt")
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed.model, killed.guide, Killer(3), (grey_data(),), module=killed, epochs=3, batch_size=32, seed=7,
+            valid=(torch.bernoulli(grey_data(30, seed=1), generator=torch.Generator().manual_seed(2)),),
+            transform=DynamicBinarization(), checkpoint_path=ckpt, progress=False,
+            lr_schedule="exponential", lr_decay=0.9)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    resumed = new_vae(5)
+    run(resumed, 3, ckpt)
+    assert_same_parameters(full, resumed)
+
+
+def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    ckpt = str(tmp_path / "c.pt")
+    real_replace = os.replace
+    writes = {"n": 0}
+
+    def dying_replace(src, dst):
+        writes["n"] += 1
+        if writes["n"] == 3:  # the third epoch's checkpoint: die between write and rename
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        run(new_vae(0), 4, ckpt)
+    monkeypatch.setattr(fileio.os, "replace", real_replace)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []  # no half-written leftovers
+    resumed = new_vae(9)
+    run(resumed, 4, ckpt)
+    full = new_vae(0)
+    run(full, 4, str(tmp_path / "full.pt"))
+    assert_same_parameters(full, resumed)
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        run(new_vae(0), 2, str(ckpt))
+
+
+class ScriptedObjective:
+    """Gradient pushes one parameter up by lr each step; validation losses follow a script."""
+
+    def __init__(self, valid_losses):
+        self.valid_losses = list(valid_losses)
+        self.epoch_losses = []
+
+    def loss_and_grads(self, model, guide, x):
+        model.__self__.w.grad = -torch.ones_like(model.__self__.w)
+        return float(x.shape[0])
+
+    def loss(self, model, guide, x):
+        return self.valid_losses.pop(0) * x.shape[0]
+
+
+class Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def model(self, x):
+        pass
+
+    def guide(self, x):
+        pass
+
+
+def test_early_stopping_restores_best_weights():
+    toy = Toy()
+    x = torch.zeros(10, 1)
+    objective = ScriptedObjective([5.0, 3.0, 4.0, 4.5, 6.0, 1.0])
+    result = fit(toy.model, toy.guide, objective, (x,), module=toy, epochs=6, batch_size=10, valid=(x,),
+                 patience=2, lr=0.1, progress=False)
+    assert result.stopped_early and len(result.history) == 4
+    assert result.best_epoch == 2
+    assert [h["valid_loss"] for h in result.history] == [5.0, 3.0, 4.0, 4.5]
+    w_after_2 = toy.w.item()
+    toy2 = Toy()
+    fit(toy2.model, toy2.guide, ScriptedObjective([1.0] * 2), (x,), module=toy2, epochs=2, batch_size=10,
+        valid=(x,), lr=0.1, progress=False)
+    assert w_after_2 == pytest.approx(toy2.w.item())  # the weights of epoch 2, not of epoch 4
+
+
+def test_exponential_schedule_and_clipping_are_applied():
+    toy = Toy()
+    x = torch.zeros(10, 1)
+    result = fit(toy.model, toy.guide, ScriptedObjective([]), (x,), module=toy, epochs=3, batch_size=10, lr=0.1,
+                 lr_schedule="exponential", lr_decay=0.5, clip_norm=1e-3, progress=False)
+    assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_divergence_is_reported_and_keeps_last_checkpoint(tmp_path):
+    class NaNAfter(ScriptedObjective):
+        steps = 0
+
+        def loss_and_grads(self, model, guide, x):
+            NaNAfter.steps += 1
+            return float("nan") if NaNAfter.steps > 2 else super().loss_and_grads(model, guide, x)
+
+    toy = Toy()
+    ckpt = str(tmp_path / "c.pt")
+    with pytest.raises(TrainingDiverged, match="epoch 3"):
+        fit(toy.model, toy.guide, NaNAfter([]), (torch.zeros(10, 1),), module=toy, epochs=5, batch_size=10,
+            checkpoint_path=ckpt, progress=False)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"lr": -1.0}, "lr must be a positive number"),
+    ({"lr_schedule": "wavy"}, "unknown lr_schedule"),
+    ({"device": "tpu"}, "unknown device"),
+    ({"patience": 0}, "patience must be a positive integer"),
+])
+def test_bad_arguments(kwargs, match):
+    toy = Toy()
+    args = {"epochs": 1, "batch_size": 10, **kwargs}
+    with pytest.raises(SpecError, match=match):
+        fit(toy.model, toy.guide, ScriptedObjective([]), (torch.zeros(10, 1),), module=toy, progress=False, **args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_requested_without_cuda():
+    toy = Toy()
+    with pytest.raises(SpecError, match="CUDA is not available"):
+        fit(toy.model, toy.guide, ScriptedObjective([]), (torch.zeros(10, 1),), module=toy, epochs=1,
+            device="cuda", progress=False)
