@@ -210,6 +210,7 @@ def train(spec, out_dir: str, progress: bool = True, log=print) -> dict:
     _prepare_directory(out_dir, spec_dict)
     resolve_device(spec.train.device)  # fail before writing anything
     write_json_atomic(spec_dict, os.path.join(out_dir, "spec.json"))
+    torch.manual_seed(spec.train.seed)  # the initial weights are part of what the seed fixes
     module = build(spec)
     t = spec.train
     log(f"training {spec.family} on {spec.data.dataset} ({data.train.x.shape[0]} images, "
