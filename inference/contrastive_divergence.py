@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ppl_models.errors import CheckpointError
 from ppl_models.specs import from_dict, option, to_dict
 
-from .block_gibbs import BlockGibbs
+from .block_gibbs import BlockGibbs, bernoulli_draw
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 
 __all__ = ["CDConfig", "CDResult", "fit", "pseudo_log_likelihood", "reconstruction_error"]
@@ -197,7 +197,7 @@ def fit(
                     v_pos = data[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
                     h_pos = model.hidden_probs(v_pos)
                     if not cfg.persistent:  # CD: chains restart at the data
-                        chains = {"v": v_pos, "h": torch.bernoulli(h_pos)}
+                        chains = {"v": v_pos, "h": bernoulli_draw(h_pos)}
                     chains = kernel.sample(chains)
                     pos = model.energy_gradients(v_pos, h_pos)
                     neg = model.energy_gradients(chains["v"], kernel.last_hidden_probs)

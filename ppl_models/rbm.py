@@ -34,6 +34,12 @@ from .errors import DataError, SpecError
 __all__ = ["RBM", "GaussianBernoulliRBM"]
 
 
+def bernoulli_draw(probs: torch.Tensor) -> torch.Tensor:
+    """0/1 floats with P(1) = ``probs``: ``U < p`` with ``U ~ Uniform[0, 1)``, about twice as fast
+    on CPU as ``torch.bernoulli`` (the samplers' other hot spot besides the GEMMs)."""
+    return torch.rand_like(probs).lt_(probs)
+
+
 def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     # addmm fuses the bias add into the GEMM: this is the sampler's hot path.
     if x.dim() == 2:
@@ -80,7 +86,7 @@ class _BipartiteEnergy(nn.Module):
 
     def sample_hidden(self, v: torch.Tensor) -> torch.Tensor:
         """Draw :math:`h \\sim p(h \\mid v)` as 0/1 floats."""
-        return torch.bernoulli(self.hidden_probs(v))
+        return bernoulli_draw(self.hidden_probs(v))
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """:math:`F(v) = -\\log \\sum_h e^{-E(v, h)}`, shape ``(...)``; :math:`p(v) = e^{-F(v)}/Z`."""
@@ -172,7 +178,7 @@ class RBM(_BipartiteEnergy):
 
     def sample_visible(self, h: torch.Tensor) -> torch.Tensor:
         """Draw :math:`v \\sim p(v \\mid h)` as 0/1 floats."""
-        return torch.bernoulli(self.visible_probs(h))
+        return bernoulli_draw(self.visible_probs(h))
 
     def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
         """:math:`-\\log \\sum_v e^{-E(v, h)} = -c^\\top h - \\sum_i \\operatorname{softplus}(b_i + W_{i:} h)`."""
