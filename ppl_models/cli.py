@@ -69,8 +69,7 @@ def cmd_train(args) -> None:
 
 
 def _print_eval(m: dict) -> None:
-    print(f"test NLL {m['test_nll']:.2f} ± {m['test_nll_stderr']:.2f} nats/image "
-          f"(k={m['eval_particles']} importance samples, {m['test_images']} test images)")
+    print(catalogue.summary(m))
 
 
 def cmd_evaluate(args) -> None:
