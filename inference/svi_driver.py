@@ -3,9 +3,9 @@
 It takes a Pyro ``model`` / ``guide`` pair, an objective with the
 ``pyro.infer.ELBO`` interface (``loss_and_grads(model, guide, *batch)`` and
 ``loss(...)``) and the ``nn.Module`` that owns the parameters, and runs
-minibatch training with a plain ``torch.optim.Adam`` over the module's
-parameters (one fused optimiser instead of Pyro's one-optimiser-per-parameter
-wrapper: same update, less overhead per step).
+minibatch training with one ``torch.optim.Adam`` over the module's parameters
+(fused where torch supports it) instead of Pyro's one-optimiser-per-parameter
+wrapper: the same update with less overhead per step.
 
 Exact resume: at the end of every epoch the driver writes one atomic
 checkpoint holding the parameters, optimiser and schedule state, every random
@@ -64,6 +64,17 @@ def resolve_device(device: Optional[str]) -> torch.device:
     return dev
 
 
+def _make_optimizer(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel over all parameters where torch supports it (CPU and
+    CUDA float tensors): the same update as the per-tensor loop at about a third of its
+    cost per step, which matters when a step is a few milliseconds."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def _make_schedule(optimizer, schedule: str, decay: float, epochs: int):
     if schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
@@ -119,7 +130,7 @@ def fit(model: Callable, guide: Callable, objective, train: Sequence[torch.Tenso
     valid = [t.to(dev) for t in valid] if valid is not None else None
     n_train = train[0].shape[0]
 
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    optimizer = _make_optimizer(module, lr)
     scheduler = _make_schedule(optimizer, lr_schedule, lr_decay, epochs)
     shuffle_gen = torch.Generator()
     transform_gen = torch.Generator(device=dev)
