@@ -16,4 +16,11 @@ def load(directory: str):
     return _load(directory)
 
 
-__all__ = ["load", "PPLModelsError", "SpecError", "DataError", "CheckpointError"]
+def build(spec):
+    """Build an untrained model from a spec: a dict, a JSON file path, or a spec object."""
+    from .catalogue import build as _build
+
+    return _build(spec)
+
+
+__all__ = ["load", "build", "PPLModelsError", "SpecError", "DataError", "CheckpointError"]

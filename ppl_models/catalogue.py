@@ -84,6 +84,16 @@ def make_spec(name: Optional[str] = None, spec: Optional[dict | str] = None, ove
     return from_dict(cls, spec)
 
 
+def build(spec) -> torch.nn.Module:
+    """The untrained model module of a spec (a spec object, a dict, or a JSON file path).
+
+    ``build({"family": "vae", "model": {"x_dim": 784, "z_dim": 20, "hidden": [200]}})``
+    """
+    if not hasattr(spec, "family"):
+        spec = make_spec(spec=spec)
+    return family(spec.family).glue.build(spec)
+
+
 def _differences(a: dict, b: dict, prefix=()) -> list:
     out = []
     for key in sorted(set(a) | set(b)):
