@@ -203,10 +203,11 @@ class BlockGibbs(MCMCKernel):
         self._state = {"v": v, "h": h}
         return self._state
 
-    def sample_chains(self, num_sweeps: int) -> dict:
-        """Advance the kernel's own state by ``num_sweeps`` samples without :class:`pyro.infer.MCMC`."""
+    def sample_chains(self, num_samples: int) -> dict:
+        """Advance the kernel's own state by ``num_samples`` samples (``k`` sweeps each) without
+        :class:`pyro.infer.MCMC`; returns the final state."""
         state = self.initial_params
-        for _ in range(num_sweeps):
+        for _ in range(num_samples):
             state = self.sample(state)
         return state
 
@@ -226,13 +227,20 @@ class BlockGibbs(MCMCKernel):
         return {"num_chains": self.num_chains, "sweeps_per_sample": self.k}
 
     def summaries(self) -> dict:
-        """Per-draw summaries for :func:`inference.mcmc_driver.run_mcmc`: name -> f(samples) -> (chains, draws[, d])."""
+        """Per-draw summaries for :func:`inference.mcmc_driver.run_mcmc`: name -> f(samples) -> (chains, draws[, d]).
+
+        ``free_energy`` of each draw and ``visible_units`` (each unit's value; their averages are the
+        unit means), leaving out units clamped in every chain. Both need the ``"v"`` site saved
+        (they return None otherwise, and the driver skips them).
+        """
 
         @torch.no_grad()
         def free_energy(samples):
-            return self.model.free_energy(samples["v"])
+            return self.model.free_energy(samples["v"]) if "v" in samples else None
 
         def unit_values(samples):
+            if "v" not in samples:
+                return None
             v = samples["v"]
             if self._mask is not None and self._mask.dim() == 1:
                 v = v[..., ~self._mask]  # clamped units are constant: no R-hat to compute

@@ -41,7 +41,7 @@ from typing import Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ppl_models.errors import CheckpointError
+from ppl_models.errors import CheckpointError, DataError, PPLModelsError, SpecError
 from ppl_models.specs import from_dict, option, to_dict
 
 from .block_gibbs import BlockGibbs, bernoulli_draw
@@ -74,8 +74,6 @@ class CDConfig:
     seed: Optional[int] = option(None, doc="seed torch's RNG at the start of a fresh run")
 
     def validate(self):
-        from ppl_models.errors import SpecError
-
         if self.sparsity_target is not None and self.sparsity_target >= 1:
             raise SpecError(f"sparsity_target must lie in (0, 1), got {self.sparsity_target!r}")
         if self.momentum >= 1:
@@ -153,8 +151,6 @@ def fit(
     model.validate_parameters()
     model.validate_visible(data, "data")
     if data.dim() != 2 or data.shape[0] == 0:
-        from ppl_models.errors import DataError
-
         raise DataError(f"data must have shape (N, {model.num_visible}) with N >= 1, got {tuple(data.shape)}")
     params = dict(model.named_parameters())
     trainable = {n: p for n, p in params.items() if p.requires_grad}
@@ -241,8 +237,6 @@ def fit(
 
 
 def _epoch_metrics(model, monitor, epoch: int, binary: bool, lr: float) -> dict:
-    from ppl_models.errors import PPLModelsError
-
     for name, p in model.named_parameters():
         if not bool(torch.isfinite(p).all()):
             raise PPLModelsError(

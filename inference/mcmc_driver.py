@@ -136,6 +136,9 @@ def run_mcmc(
     if summaries is None:
         summaries = kernel.summaries() if hasattr(kernel, "summaries") else {k: (lambda s, k=k: s[k]) for k in samples}
     values = {name: fn(samples) for name, fn in summaries.items()}
+    values = {name: value for name, value in values.items() if value is not None}
+    if not values:  # the kernel's summaries need sites that were not saved: diagnose the saved ones
+        values = dict(samples)
     r_hat, ess = {}, {}
     for name, value in values.items():
         r_hat[name], ess[name] = chain_diagnostics(value)
