@@ -176,3 +176,18 @@ def test_nan_weights_rejected_at_setup():
         rbm.hidden_bias[0] = float("nan")
     with pytest.raises(SpecError):
         MCMC(BlockGibbs(rbm), num_samples=2, disable_progbar=True).run()
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_state_follows_model_device_and_dtype(device, dtype):
+    rbm = _rbm_4x3().to(device=device, dtype=dtype)
+    mask = torch.tensor([True, False, False, False], device=device)
+    kernel = BlockGibbs(rbm, num_chains=3, k=2, clamp_mask=mask, clamp_values=torch.ones(4, device=device))
+    state = kernel.sample_chains(3)
+    for x in state.values():
+        assert x.device.type == device and x.dtype == dtype
+    assert bool((state["v"][:, 0] == 1).all())
