@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from . import catalogue_vae
+from . import catalogue_dcim, catalogue_vae
 from .errors import CheckpointError, SpecError
 from .fileio import write_json_atomic
 from .run_spec import RESUMABLE_CHANGES
@@ -46,6 +46,8 @@ FAMILIES = {
                   "(Kingma & Welling 2014)", catalogue_vae.VAESpec, catalogue_vae),
     "iwae": Family("iwae", "directed", "importance-weighted autoencoder: the VAE pair on the k-sample bound, "
                    "optional DReG gradients (Burda et al. 2016)", catalogue_vae.IWAESpec, catalogue_vae),
+    "dcim": Family("dcim", "directed", "deep conditional independent model: a sigmoid DNN and its tied generator, "
+                   "learned generatively (Flach, Shekhovtsov & Fikar 2017)", catalogue_dcim.DCIMRunSpec, catalogue_dcim),
 }
 
 

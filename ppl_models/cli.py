@@ -28,6 +28,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--eval-particles", type=int, help="importance samples per test image (default 5000)")
+    p.add_argument("--objective", help="training objective (objective.name), e.g. generative for dcim")
+    p.add_argument("--arch", help="architecture (model.arch), e.g. dense or cnn for dcim")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any spec field, e.g. --set model.z_dim=2 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -35,7 +37,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 
 FLAG_KEYS = {"dataset": "data.dataset", "data_path": "data.path", "epochs": "train.epochs",
              "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed", "device": "train.device",
-             "eval_particles": "train.eval_particles"}
+             "eval_particles": "train.eval_particles", "objective": "objective.name", "arch": "model.arch"}
 
 
 def _overrides(args) -> list[str]:
@@ -78,7 +80,8 @@ def cmd_evaluate(args) -> None:
 
 def cmd_sample(args) -> None:
     out = args.output or os.path.join(args.directory, "samples.png")
-    print(catalogue.sample(args.directory, args.n, out, seed=args.seed))
+    options = {} if args.label is None else {"class": args.label}
+    print(catalogue.sample(args.directory, args.n, out, seed=args.seed, **options))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -102,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("-n", type=int, default=64)
     m.add_argument("-o", "--output", default=None)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--class", dest="label", type=int, default=None, help="class-conditional samples of class C (dcim)")
     m.set_defaults(func=cmd_sample)
     return p
 

@@ -1,0 +1,331 @@
+"""Catalogue glue for the DCIM family: spec, data, objective, training, evaluation, samples.
+
+Wiring, like :mod:`ppl_models.catalogue`: it joins the model definition
+(:mod:`ppl_models.dcim`) to the inference that fits it
+(:mod:`inference.dcim_objectives` run by :func:`inference.svi_driver.fit`) and
+queries it (:mod:`inference.dcim_queries`).
+
+The DCIM of Flach, Shekhovtsov & Fikar (2017) is a sigmoid DNN read as
+approximate inference in a stochastic layered model, with a generator that
+shares its weights by transposition; see :mod:`ppl_models.dcim`. A run trains
+on ``(image, label)`` pairs; its evaluation is the forward model's test
+accuracy and the reverse model's loss :math:`-\\log p_{rev}(x \\mid y)` by the
+mean recursion (per image and per pixel, the paper's scale) and, when asked
+for with ``num_particles``, the reverse model's test NLL by importance
+sampling with the forward model as proposal.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from inference.checkpoint import save_atomic
+from inference.dcim_objectives import make_objective as make_dcim_objective
+from inference.dcim_objectives import reverse_weight_value
+from inference.dcim_queries import generate, reverse_loss
+from inference.log_likelihood import log_likelihood
+from inference.svi_driver import fit, resolve_device
+
+from .data import load_dataset
+from .dcim import DCIM, DCIMLayer, DCIMSpec, dense_spec, paper_cnn_spec
+from .errors import DataError, SpecError
+from .fileio import write_bytes_atomic, write_json_atomic
+from .run_spec import DataSpec, TrainSpec
+from .specs import option
+
+ARCHS = ("dense", "cnn", "custom")
+OBJECTIVE_NAMES = ("discriminative", "generative", "alternative", "elbo")
+SAMPLE_MODES = {"ancestral": "every layer sampled from the class down, image probabilities shown",
+                "top": "the last hidden layer sampled, probabilities propagated down",
+                "mean": "no sampling: the class's mean image by the downward mean recursion"}
+
+
+@dataclass
+class DCIMModelSpec:
+    arch: str = option("dense", doc="dense: sigmoid layers `hidden`; cnn: the paper's 8-layer CNN; "
+                       "custom: the layers in `layers`", choices=ARCHS)
+    hidden: list[int] = option([512, 512], doc="dense: hidden layer sizes, bottom first", min=1)
+    layers: list[DCIMLayer] = option([], doc="custom: hidden layers {kind, units, window, stride, padding}, bottom first")
+    input_shape: Optional[list[int]] = option(None, doc="image shape [D] or [C, H, W]; None: from the data", min=1)
+    n_classes: Optional[int] = option(None, doc="number of classes; None: from the data's labels", min=2)
+
+    def validate(self):
+        if self.arch == "dense" and not self.hidden:
+            raise SpecError("model.hidden must list at least one hidden layer size for arch dense, got []")
+        if self.arch == "custom" and not self.layers:
+            raise SpecError("model.layers must list at least one hidden layer for arch custom, got []")
+
+
+@dataclass
+class DCIMObjectiveSpec:
+    name: str = option("generative", doc="training objective", choices=OBJECTIVE_NAMES)
+    reverse_weight: str = option("pixel_mean", doc="weight of the reverse term: pixel_mean (1/D, the paper's "
+                                 "Keras weighting) or sum (1, the full log-likelihood)", choices=("pixel_mean", "sum"))
+    reverse_scale: float = option(1.0, doc="extra factor on the reverse term", min=0.0)
+    layer: Optional[int] = option(None, doc="alternative: the inner layer sampled (default m-1, the last hidden)", min=1)
+    sampling: str = option("marginal", doc="alternative: how the inner layer is sampled",
+                           choices=("marginal", "ancestral"))
+    num_particles: int = option(1, doc="elbo: samples per datapoint", min=1)
+
+    def validate(self):
+        if self.layer is not None and self.name != "alternative":
+            raise SpecError(f"objective.layer is used by the alternative objective only, but objective.name is {self.name!r}")
+
+
+@dataclass
+class DCIMRunSpec:
+    family: str = option("dcim", doc="model family", choices=("dcim",))
+    model: DCIMModelSpec = field(default_factory=DCIMModelSpec)
+    objective: DCIMObjectiveSpec = field(default_factory=DCIMObjectiveSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=lambda: TrainSpec(epochs=20))
+
+
+def dcim_spec(spec) -> DCIMSpec:
+    """The architecture (:class:`DCIMSpec`) a run spec describes; unresolved sizes default to MNIST's."""
+    m = spec.model
+    n_classes = m.n_classes or 10
+    if m.arch == "cnn":
+        return paper_cnn_spec(tuple(m.input_shape or (1, 28, 28)), n_classes)
+    if m.arch == "dense":
+        return dense_spec(m.hidden, math.prod(m.input_shape or [784]), n_classes)
+    return DCIMSpec(input_shape=list(m.input_shape or [784]), hidden=list(m.layers), n_classes=n_classes)
+
+
+def load_data(spec):
+    d = spec.data
+    return load_dataset(d.dataset, path=d.path, binarize=d.binarize, threshold=d.threshold,
+                        valid_size=d.valid_size, test_size=d.test_size, split_seed=d.split_seed)
+
+
+def resolve(spec, data) -> None:
+    """Fill in the image shape and the number of classes from the data, check labels, chain the shapes."""
+    m = spec.model
+    splits = [(name, getattr(data, name)) for name in ("train", "valid", "test") if getattr(data, name) is not None]
+    for name, split in splits:
+        if getattr(split, "y", None) is None:
+            raise DataError(f"the dcim family trains on labelled images, but data set {spec.data.dataset} "
+                            f"has no labels in its {name} split")
+    top = max(int(split.y.max()) for _, split in splits if len(split.y))
+    low = min(int(split.y.min()) for _, split in splits if len(split.y))
+    if low < 0:
+        raise DataError(f"data set {spec.data.dataset} has a negative label ({low}); expected class indices 0..C-1")
+    if m.n_classes is None:
+        m.n_classes = max(2, top + 1)
+    elif top >= m.n_classes:
+        raise DataError(f"data set {spec.data.dataset} has labels up to {top} but model.n_classes is {m.n_classes}; "
+                        f"expected labels in 0..{m.n_classes - 1}")
+    dim = data.train.x.shape[1]
+    if m.input_shape is None:
+        first_conv = m.arch == "cnn" or (m.arch == "custom" and m.layers[0].kind == "conv")
+        m.input_shape = [1, *data.image_shape] if first_conv else [dim]
+    elif math.prod(m.input_shape) != dim:
+        raise SpecError(f"model.input_shape is {m.input_shape} ({math.prod(m.input_shape)} pixels) but data set "
+                        f"{spec.data.dataset} has {dim} pixels per image")
+    try:
+        dcim_spec(spec).layer_shapes()
+    except SpecError as e:
+        raise SpecError(f"model.arch={m.arch} on images of shape {m.input_shape}: {e}") from None
+    n_hidden = len(dcim_spec(spec).hidden)
+    if spec.objective.layer is not None and spec.objective.layer > n_hidden:
+        raise SpecError(f"objective.layer must be a hidden layer index in 1..{n_hidden} for this architecture, "
+                        f"got {spec.objective.layer}")
+
+
+def build(spec) -> DCIM:
+    return DCIM(dcim_spec(spec))
+
+
+def make_objective(spec, module: DCIM):
+    """The training objective, summing over the minibatch as the shared driver expects."""
+    o = spec.objective
+    if o.name == "elbo":
+        return make_dcim_objective("elbo", num_particles=o.num_particles)  # a sum over the batch already
+    options = {"module": module, "batch_reduction": "sum"}
+    if o.name != "discriminative":
+        n_pixels = math.prod(module.layer_shapes[0])
+        w = o.reverse_weight if o.reverse_scale == 1.0 else o.reverse_scale * reverse_weight_value(o.reverse_weight, n_pixels)
+        options["reverse_weight"] = w
+    if o.name == "alternative":
+        options.update(layer=o.layer, sampling=o.sampling)
+    return make_dcim_objective(o.name, **options)
+
+
+def weighting(spec) -> str:
+    """How the reverse term was weighted, in words, for metrics and tables."""
+    o = spec.objective
+    if o.name in ("discriminative", "elbo"):
+        return "none (no reverse term)" if o.name == "discriminative" else "elbo"
+    return o.reverse_weight + ("" if o.reverse_scale == 1.0 else f" x {o.reverse_scale}")
+
+
+@torch.no_grad()
+def _scores(module: DCIM, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> dict:
+    """Accuracy and reverse loss per image over ``(x, y)``, in batches (the CNN's layers are large)."""
+    correct, rev = 0.0, 0.0
+    for s in range(0, len(y), batch):
+        xb, yb = x[s:s + batch], y[s:s + batch]
+        correct += float((module.class_logits(xb).argmax(-1) == yb).sum())
+        rev += float(reverse_loss(module, xb, yb, per="image").sum())
+    n = max(1, len(y))
+    return {"accuracy": correct / n, "reverse_loss_per_image": rev / n}
+
+
+def save_dcim_curves(history: list, path: str, title: str) -> None:
+    """Training / validation loss and validation accuracy per epoch (the paper's Fig. 1, one run)."""
+    from .plots import plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in ("train_loss", "valid_loss"):
+        if any(key in h for h in history):
+            left.plot(epochs, [h.get(key, float("nan")) for h in history], label=key.replace("_", " "))
+    left.set_ylabel("objective per image (nats)")
+    right.plot(epochs, [h.get("valid_accuracy", float("nan")) for h in history], color="C2")
+    right.set_ylabel("validation accuracy")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def train(spec, out_dir: str, data, progress: bool, log) -> dict:
+    module = build(spec)
+    t = spec.train
+    valid = (data.valid.x, data.valid.y) if data.valid is not None else None
+    log(f"training dcim ({spec.model.arch}, {spec.objective.name}) on {spec.data.dataset} "
+        f"({data.train.x.shape[0]} images, {'no' if valid is None else len(valid[1])} validation) "
+        f"for {t.epochs} epochs -> {out_dir}")
+
+    def on_epoch_end(metrics):
+        # validation accuracy per epoch, for the curve (the driver records the losses)
+        if valid is not None:
+            module.eval()
+            dev = module.biases[0].device
+            metrics["valid_accuracy"] = _scores(module, valid[0].to(dev), valid[1].to(dev))["accuracy"]
+            module.train()
+
+    started = time.perf_counter()
+    result = fit(module.model, module.guide, make_objective(spec, module), (data.train.x, data.train.y),
+                 module=module, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule,
+                 lr_decay=t.lr_decay, clip_norm=t.clip_norm, seed=t.seed, device=t.device, valid=valid,
+                 patience=t.patience, transform=data.train_transform,
+                 checkpoint_path=os.path.join(out_dir, "checkpoint.pt"), progress=progress, on_epoch_end=on_epoch_end)
+    module.cpu()
+    save_atomic(module.state_dict(), os.path.join(out_dir, "model.pt"))
+    metrics = {"family": spec.family, "arch": spec.model.arch, "objective": spec.objective.name,
+               "reverse_weighting": weighting(spec), "train_seconds": time.perf_counter() - started,
+               "resumed_from_epoch": result.resumed_from, "stopped_early": result.stopped_early,
+               "image_shape": list(data.image_shape), "history": result.history}
+    write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
+    save_dcim_curves(result.history, os.path.join(out_dir, "training_curve.png"),
+                     title=f"dcim {spec.model.arch}, {spec.objective.name} objective (reverse weight {weighting(spec)})")
+    return metrics
+
+
+def evaluate(trained, data, num_particles=None, progress=False) -> dict:
+    """Test accuracy and reverse loss; with ``num_particles`` also the reverse model's test NLL
+    :math:`-\\log p_{rev}(x \\mid y)` by importance sampling with the forward model as proposal."""
+    spec = trained.spec
+    device = resolve_device(spec.train.device)
+    module = trained.module.to(device)
+    started = time.perf_counter()
+    x, y = data.test.x.to(device), data.test.y.to(device)
+    module.check_labels(y, x.shape[0], "evaluation")
+    test = _scores(module, x, y)
+    n_pixels = x[0].numel()
+    metrics = dict(trained.metrics)
+    metrics.update(test_accuracy=test["accuracy"], test_reverse_loss_per_image=test["reverse_loss_per_image"],
+                   test_reverse_loss_per_pixel=test["reverse_loss_per_image"] / n_pixels, test_images=len(y),
+                   reverse_weighting=weighting(spec))
+    if data.valid is not None:
+        valid = _scores(module, data.valid.x.to(device), data.valid.y.to(device))
+        metrics.update(valid_accuracy=valid["accuracy"],
+                       valid_reverse_loss_per_pixel=valid["reverse_loss_per_image"] / n_pixels)
+    for key in ("test_reverse_nll", "test_reverse_nll_stderr", "eval_particles"):
+        metrics.pop(key, None)  # an NLL from an earlier evaluation with other particles would mislead
+    if num_particles:
+        torch.manual_seed(spec.train.seed)
+        chunk = max(1, min(num_particles, 200 if len(module.layer_shapes[1]) == 1 else 10))
+        log_xy = log_likelihood(module.model, module.guide, x, y, num_particles=num_particles,
+                                particle_chunk=chunk, progress=progress)
+        with torch.no_grad():
+            nll = -(log_xy - torch.log_softmax(module.class_prior_logits(), -1)[y])
+        metrics.update(test_reverse_nll=nll.mean().item(), test_reverse_nll_stderr=nll.std().item() / len(nll) ** 0.5,
+                       eval_particles=num_particles)
+    module.cpu()
+    metrics["eval_seconds"] = time.perf_counter() - started
+    if metrics.get("history"):
+        metrics["final_train_loss"] = metrics["history"][-1]["train_loss"]
+    return metrics
+
+
+def summary(metrics: dict) -> str:
+    line = (f"test accuracy {metrics['test_accuracy']:.4f}, reverse loss {metrics['test_reverse_loss_per_pixel']:.4f} "
+            f"nats/pixel ({metrics['test_reverse_loss_per_image']:.1f} nats/image) on {metrics['test_images']} "
+            f"test images; trained {metrics.get('objective', '?')}, reverse weight {metrics['reverse_weighting']}")
+    if "test_reverse_nll" in metrics:
+        line += (f"; reverse NLL -log p(x|y) {metrics['test_reverse_nll']:.2f} ± {metrics['test_reverse_nll_stderr']:.2f}"
+                 f" nats/image (k={metrics['eval_particles']} importance samples)")
+    return line
+
+
+def _classes(module: DCIM, n: int, label) -> torch.Tensor:
+    if label is None:
+        return torch.arange(n) % module.n_classes  # one column per class in a grid of n_classes columns
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < module.n_classes:
+        raise DataError(f"class must be a class index in 0..{module.n_classes - 1}, got {label!r}")
+    return torch.full((n,), label, dtype=torch.long)
+
+
+def sample_images(trained, n: int, mode: str = "top", **options) -> torch.Tensor:
+    """``n`` class-conditional images (probabilities), flat ``(n, D)``.
+
+    :param str mode: ``"top"`` (default: sample the last hidden layer given the
+        class, then propagate probabilities down, as the paper's figures),
+        ``"ancestral"`` (sample every layer down to the first hidden one) or ``"mean"``.
+    :param int class: the class (option ``class``); default: cycle through the classes.
+    """
+    label = options.pop("class", None)
+    if options:
+        raise SpecError(f"dcim samples take the options class and mode, got {', '.join(options)}")
+    module = trained.module
+    m = module.n_layers
+    sample_to = {"ancestral": 1, "top": max(1, m - 1), "mean": m}
+    if mode not in sample_to:
+        raise SpecError(f"mode must be one of {list(sample_to)}, got {mode!r}")
+    return generate(module, _classes(module, n, label), sample_to=sample_to[mode]).reshape(n, -1)
+
+
+def sample_grid(trained, n: int, path: str, mode: str = "both", **options) -> None:
+    """A PNG of ``n`` samples per way (``mode="both"``: ancestral beside top-layer sampling)."""
+    from .plots import image_grid, plt
+
+    modes = ["ancestral", "top"] if mode == "both" else [mode]
+    label = options.get("class")
+    per_row = min(n, 8) if label is not None else trained.module.n_classes
+    fig, axes = plt.subplots(1, len(modes), figsize=(4.5 * len(modes), 4.8), squeeze=False)
+    for ax, way in zip(axes[0], modes):
+        images = sample_images(trained, n, mode=way, **options)
+        ax.imshow(image_grid(images, trained.image_shape, nrow=per_row), cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(f"{way}: {SAMPLE_MODES[way]}", fontsize=7)
+        ax.axis("off")
+    what = f"class {label}" if label is not None else "one column per class"
+    fig.suptitle(f"dcim: {n} samples of p_rev(x | y), {what}", fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
