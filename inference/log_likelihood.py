@@ -16,7 +16,7 @@ import math
 
 import pyro
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .importance_weights import log_importance_weights
 

@@ -27,7 +27,7 @@ from typing import Callable, Optional, Sequence
 
 import pyro
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ppl_models.data.loader import make_loader
 from ppl_models.errors import PPLModelsError, SpecError

@@ -11,6 +11,7 @@ A trained model is a directory::
     checkpoint.pt      the driver's per-epoch checkpoint (resume)
     model.pt           final weights
     metrics.json       evaluation (e.g. test_nll in nats/image) and the per-epoch history
+    test_log_likelihood.pt  per-image test log-likelihoods (directed models), for paired comparisons
     samples.png        a grid of model samples
     training_curve.png the training objective per epoch
 """

@@ -84,7 +84,6 @@ def train(spec, out_dir: str, data, progress: bool, log) -> dict:
     t = spec.train
     log(f"training {spec.family} on {spec.data.dataset} ({data.train.x.shape[0]} images, "
         f"{'no' if data.valid is None else data.valid.x.shape[0]} validation) for {t.epochs} epochs -> {out_dir}")
-    started = time.perf_counter()
     result = fit(module.model, module.guide, make_objective(spec), (data.train.x,), module=module,
                  epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,
                  clip_norm=t.clip_norm, seed=t.seed, device=t.device,
@@ -93,7 +92,9 @@ def train(spec, out_dir: str, data, progress: bool, log) -> dict:
                  progress=progress)
     module.cpu()
     save_atomic(module.state_dict(), os.path.join(out_dir, "model.pt"))
-    metrics = {"family": spec.family, "train_seconds": time.perf_counter() - started,
+    metrics = {"family": spec.family,
+               # summed over epochs, so that a resumed run reports its whole training time
+               "train_seconds": sum(h["seconds"] for h in result.history),
                "resumed_from_epoch": result.resumed_from, "stopped_early": result.stopped_early,
                "image_shape": list(data.image_shape), "history": result.history}
     write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
@@ -112,6 +113,8 @@ def evaluate(trained, data, num_particles=None, progress=False) -> dict:
     started = time.perf_counter()
     ll = log_likelihood(module.model, module.guide, data.test.x.to(device), num_particles=k, progress=progress)
     module.cpu()
+    # per-image values, so that two models scored on the same images can be compared pairwise
+    save_atomic(ll.cpu(), os.path.join(trained.directory, "test_log_likelihood.pt"))
     metrics = dict(trained.metrics)
     metrics.update(test_nll=-ll.mean().item(), test_nll_stderr=ll.std().item() / len(ll) ** 0.5,
                    eval_particles=k, test_images=len(ll), eval_seconds=time.perf_counter() - started)

@@ -5,20 +5,23 @@ from __future__ import annotations
 import io
 import math
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: works headless and leaves the user's backend alone
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .fileio import write_bytes_atomic  # noqa: E402
+from .fileio import write_bytes_atomic
 
 
-def _save(fig, path: str) -> None:
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=(5, 3.2), **subplots_kw):
+    """A figure and its axes, made without pyplot (no global state, any backend)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **subplots_kw)
+
+
+def save_png(fig, path: str) -> None:
+    """Write ``fig`` as a PNG atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -39,18 +42,18 @@ def save_image_grid(images: torch.Tensor, image_shape: tuple, path: str, title: 
                     nrow: int | None = None) -> None:
     """Write a grid of grey-level images as a PNG (white = 1)."""
     grid = image_grid(images, image_shape, nrow)
-    fig, ax = plt.subplots(figsize=(max(2.0, grid.shape[1] / 28), max(2.0, grid.shape[0] / 28)))
+    fig, ax = new_figure(figsize=(max(2.0, grid.shape[1] / 28), max(2.0, grid.shape[0] / 28)))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def save_training_curve(history: list[dict], path: str, title: str = "training") -> None:
     """Plot every ``*_loss`` series of a per-epoch history against the epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = new_figure(figsize=(5, 3.2))
     for key in sorted({k for h in history for k in h if k.endswith("loss")}):
         ax.plot(epochs, [h.get(key, float("nan")) for h in history], label=key.replace("_", " "))
     ax.set_xlabel("epoch")
@@ -58,14 +61,14 @@ def save_training_curve(history: list[dict], path: str, title: str = "training")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def save_latent_scatter(z: torch.Tensor, labels: torch.Tensor, path: str, title: str = "posterior means") -> None:
     """Scatter 2-D latent codes coloured by class."""
     z, labels = z.detach().cpu().numpy(), labels.detach().cpu().numpy()
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = new_figure(figsize=(4.5, 4))
     sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=4)
     fig.colorbar(sc, ax=ax, ticks=range(10))
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
