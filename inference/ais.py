@@ -153,7 +153,9 @@ class _AnnealedRBM:
         if self.gaussian:
             mean = (1 - beta) * self.base + beta * self.model.visible_mean(h)
             return mean + self.s * torch.randn_like(mean)
-        return bernoulli_draw(torch.sigmoid((1 - beta) * self.base + beta * self.model.visible_logits(h)))
+        # (1 - beta) b_A + beta (b + W h), with the bias mix done on a vector and beta folded into the GEMM
+        mixed_bias = torch.add(self.base, self.model.visible_bias.detach() - self.base, alpha=beta)
+        return bernoulli_draw(torch.sigmoid(torch.addmm(mixed_bias, h, self.model.weight.detach().t(), alpha=beta)))
 
 
 @torch.no_grad()
