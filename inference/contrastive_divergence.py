@@ -136,6 +136,7 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     callback: Callable[[int, dict], None] | None = None,
+    transform: Callable | None = None,
 ) -> CDResult:
     """Train ``model`` (an RBM-like :class:`~inference.block_gibbs.TwoBlockEnergy` with
     ``energy_gradients``) on ``data`` (N, V) by CD-k / PCD-k.
@@ -145,11 +146,20 @@ def fit(
         ``resume``, training continues from it (``epochs`` may be raised; other options must match).
     :param bool progress: show a tqdm bar with the latest monitors.
     :param callback: called as ``callback(epoch, metrics)`` after each epoch's checkpoint.
+    :param transform: applied to every minibatch before use, called as ``transform(x)`` and, for the
+        monitor set (once, reproducibly), ``transform(x, generator=g)``; e.g.
+        ``ppl_models.data.DynamicBinarization()`` for dynamic binarisation of grey-level ``data``
+        (which must then lie in [0, 1]).
     :returns: :class:`CDResult`; the model is trained in place.
     """
     cfg = from_dict(CDConfig, config if config is not None else {}, "config")
     model.validate_parameters()
-    model.validate_visible(data, "data")
+    if transform is None:
+        model.validate_visible(data, "data")
+    else:
+        from ppl_models.data import check_features
+
+        check_features(data, model.num_visible, "data")
     if data.dim() != 2 or data.shape[0] == 0:
         raise DataError(f"data must have shape (N, {model.num_visible}) with N >= 1, got {tuple(data.shape)}")
     params = dict(model.named_parameters())
@@ -181,6 +191,9 @@ def fit(
             chains = kernel.initial_params  # random persistent chains, drawn from the seeded RNG
 
     monitor = data[: min(cfg.monitor_size, n)]
+    if transform is not None:
+        # its own generator: the monitor set must not move the training RNG stream (exact resume)
+        monitor = transform(monitor, generator=torch.Generator(device=data.device).manual_seed(0))
     binary = getattr(model, "visible_type", "bernoulli") == "bernoulli"
     weight_decay = {name: (cfg.weight_decay if name == "weight" else 0.0) for name in trainable}
     bar = tqdm(total=(cfg.epochs - start_epoch) * num_batches, disable=not progress, desc="PCD" if cfg.persistent else "CD")
@@ -191,6 +204,8 @@ def fit(
                 lr = _learning_rate(cfg, epoch, epoch * num_batches + b, cfg.epochs * num_batches)
                 with torch.no_grad():
                     v_pos = data[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+                    if transform is not None:
+                        v_pos = transform(v_pos)
                     h_pos = model.hidden_probs(v_pos)
                     if not cfg.persistent:  # CD: chains restart at the data
                         chains = {"v": v_pos, "h": bernoulli_draw(h_pos)}

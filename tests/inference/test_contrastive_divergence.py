@@ -129,6 +129,35 @@ def test_bad_input_gives_one_line_errors():
         fit(rbm, _tiny_data(20), {}, progress=False)
 
 
+def test_dynamic_binarisation_of_grey_data_trains_and_resumes_exactly(tmp_path):
+    from ppl_models.data import DynamicBinarization
+
+    grey = _tiny_data().clamp(0.1, 0.9)  # grey levels: only usable through the transform
+    config = {"epochs": 3, "batch_size": 16, "lr": 0.1, "seed": 0}
+
+    def run(directory, interrupt=False, model_seed=0):
+        torch.manual_seed(model_seed)
+        rbm = RBM(6, 4, weight_scale=0.1)
+
+        def stop(epoch, metrics):
+            if interrupt and epoch == 0:
+                raise KeyboardInterrupt
+
+        fit(rbm, grey, config, checkpoint=str(directory / "c.pt"), callback=stop, progress=False,
+            transform=DynamicBinarization())
+        return rbm
+
+    straight = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", interrupt=True)
+    resumed = run(tmp_path / "b", model_seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
+    with pytest.raises(DataError):
+        fit(RBM(6, 4), grey, config, progress=False)  # grey levels without a transform
+    with pytest.raises(DataError):
+        fit(RBM(6, 4), grey + 1, config, progress=False, transform=DynamicBinarization())  # not in [0, 1]
+
+
 def test_config_is_a_spec():
     cfg = CDConfig()
     assert cfg.k == 1 and cfg.persistent
