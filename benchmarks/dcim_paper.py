@@ -53,7 +53,8 @@ from inference.svi_driver import fit  # noqa: E402
 from ppl_models.data import load_dataset  # noqa: E402
 from ppl_models.data.mnist5k import mnist5k_path, read_mnist5k  # noqa: E402
 from ppl_models.dcim import DCIM, dense_spec, paper_cnn_spec  # noqa: E402
-from ppl_models.plots import _save, image_grid  # noqa: E402
+from ppl_models.fileio import write_bytes_atomic  # noqa: E402
+from ppl_models.plots import image_grid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -62,6 +63,17 @@ MNIST_DIR = os.environ.get("PPL_MODELS_MNIST_DIR", os.path.join(HERE, "..", ".."
 PAPER = {"cnn-generative": {"valid_accuracy": 0.989, "reverse_loss_per_pixel": 0.23},
          "cnn-alternative": {"valid_accuracy": 0.990, "reverse_loss_per_pixel": 0.14},
          "dense": "generative learning: insignificant drop of validation accuracy vs discriminative"}
+
+
+def _save(fig, path):
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def mnist_data(threshold=0.5):

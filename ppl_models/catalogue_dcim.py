@@ -17,7 +17,6 @@ sampling with the forward model as proposal.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import time
@@ -36,7 +35,7 @@ from inference.svi_driver import fit, resolve_device
 from .data import load_dataset
 from .dcim import DCIM, DCIMLayer, DCIMSpec, dense_spec, paper_cnn_spec
 from .errors import DataError, SpecError
-from .fileio import write_bytes_atomic, write_json_atomic
+from .fileio import write_json_atomic
 from .run_spec import DataSpec, TrainSpec
 from .specs import option
 
@@ -180,10 +179,10 @@ def _scores(module: DCIM, x: torch.Tensor, y: torch.Tensor, batch: int = 500) ->
 
 def save_dcim_curves(history: list, path: str, title: str) -> None:
     """Training / validation loss and validation accuracy per epoch (the paper's Fig. 1, one run)."""
-    from .plots import plt
+    from .plots import new_figure, save_png
 
     epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (left, right) = new_figure(1, 2, figsize=(9, 3.2))
     for key in ("train_loss", "valid_loss"):
         if any(key in h for h in history):
             left.plot(epochs, [h.get(key, float("nan")) for h in history], label=key.replace("_", " "))
@@ -195,10 +194,7 @@ def save_dcim_curves(history: list, path: str, title: str) -> None:
         ax.grid(alpha=0.3)
     left.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def train(spec, out_dir: str, data, progress: bool, log) -> dict:
@@ -311,12 +307,12 @@ def sample_images(trained, n: int, mode: str = "top", **options) -> torch.Tensor
 
 def sample_grid(trained, n: int, path: str, mode: str = "both", **options) -> None:
     """A PNG of ``n`` samples per way (``mode="both"``: ancestral beside top-layer sampling)."""
-    from .plots import image_grid, plt
+    from .plots import image_grid, new_figure, save_png
 
     modes = ["ancestral", "top"] if mode == "both" else [mode]
     label = options.get("class")
     per_row = min(n, 8) if label is not None else trained.module.n_classes
-    fig, axes = plt.subplots(1, len(modes), figsize=(4.5 * len(modes), 4.8), squeeze=False)
+    fig, axes = new_figure(1, len(modes), figsize=(4.5 * len(modes), 4.8), squeeze=False)
     for ax, way in zip(axes[0], modes):
         images = sample_images(trained, n, mode=way, **options)
         ax.imshow(image_grid(images, trained.image_shape, nrow=per_row), cmap="gray", vmin=0, vmax=1,
@@ -325,7 +321,4 @@ def sample_grid(trained, n: int, path: str, mode: str = "both", **options) -> No
         ax.axis("off")
     what = f"class {label}" if label is not None else "one column per class"
     fig.suptitle(f"dcim: {n} samples of p_rev(x | y), {what}", fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_png(fig, path)
