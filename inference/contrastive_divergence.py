@@ -16,7 +16,8 @@ kernel's state and each update calls the kernel's ``sample`` once (``k``
 sweeps). The hidden side is Rao-Blackwellised: the statistic at each visible
 state uses :math:`p(h \mid v)` (the kernel's ``last_hidden_probs``), so an
 update costs five matrix products for k = 1, like scikit-learn's
-``BernoulliRBM``.
+``BernoulliRBM``, and the positive and negative statistics share one GEMM
+(rows weighted +1/n and -1/m) so the weight matrix is written once.
 
 Updates are SGD with momentum, L2 weight decay on the weights, an optional
 sparsity target on the hidden biases (Lee, Ekanadham & Ng 2008), and a
@@ -210,21 +211,28 @@ def fit(
                     if not cfg.persistent:  # CD: chains restart at the data
                         chains = {"v": v_pos, "h": bernoulli_draw(h_pos)}
                     chains = kernel.sample(chains)
-                    pos = model.energy_gradients(v_pos, h_pos)
-                    neg = model.energy_gradients(chains["v"], kernel.last_hidden_probs)
+                    # data rows weighted +1/n, chain rows -1/m: the whole gradient in one GEMM
+                    v_both = torch.cat([v_pos, chains["v"]])
+                    h_both = torch.cat([h_pos, kernel.last_hidden_probs])
+                    weights = torch.cat([h_pos.new_full((v_pos.shape[0],), 1.0 / v_pos.shape[0]),
+                                         h_pos.new_full((num_chains,), -1.0 / num_chains)])
+                    grads = model.energy_gradients(v_both, h_both, weights)
                     if cfg.sparsity_target is not None:
                         mean_h = h_pos.mean(0)
                         running_activation = (
                             mean_h if running_activation is None
                             else running_activation.mul(cfg.sparsity_decay).add_(mean_h, alpha=1 - cfg.sparsity_decay)
                         )
-                        pos["hidden_bias"] = pos["hidden_bias"] + cfg.sparsity_cost * (running_activation - cfg.sparsity_target)
+                        grads["hidden_bias"].add_(running_activation - cfg.sparsity_target, alpha=cfg.sparsity_cost)
                     for name, p in trainable.items():
-                        grad = pos[name].sub_(neg[name])
+                        grad = grads[name]
                         if weight_decay[name]:
                             grad.add_(p, alpha=weight_decay[name])
-                        velocity[name].mul_(cfg.momentum).add_(grad, alpha=-lr)
-                        p.add_(velocity[name])
+                        if cfg.momentum:
+                            velocity[name].mul_(cfg.momentum).add_(grad, alpha=-lr)
+                            p.add_(velocity[name])
+                        else:  # plain SGD: one pass over the weights
+                            p.add_(grad, alpha=-lr)
                 bar.update(1)
             metrics = _epoch_metrics(model, monitor, epoch, binary, lr)
             history.append(metrics)

@@ -92,22 +92,25 @@ class _BipartiteEnergy(nn.Module):
         """:math:`F(v) = -\\log \\sum_h e^{-E(v, h)}`, shape ``(...)``; :math:`p(v) = e^{-F(v)}/Z`."""
         return self.visible_energy(v) - F.softplus(self.hidden_logits(v)).sum(-1)
 
-    def energy_gradients(self, v: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Batch mean of :math:`\\partial E(v, h) / \\partial \\theta` for every trainable parameter.
+    def energy_gradients(self, v: torch.Tensor, h: torch.Tensor, weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        r"""Weighted sum over rows of :math:`\partial E(v, h) / \partial \theta`, for every trainable parameter.
 
         :math:`E` is linear in :math:`h`, so with ``h = hidden_probs(v)`` this is
-        :math:`\\partial F(v) / \\partial \\theta`, the Rao-Blackwellised statistic
+        :math:`\partial F(v) / \partial \theta`, the Rao-Blackwellised statistic
         of CD / PCD (the log-likelihood gradient is the model average minus the
-        data average of it). Keys are parameter names as in ``named_parameters``.
+        data average of it). ``weights`` (one per row) default to ``1/n`` (the batch
+        mean); with ``+1/n`` on data rows and ``-1/m`` on chain rows one call gives the
+        whole CD gradient with a single GEMM. Keys are parameter names as in ``named_parameters``.
         """
         v2, h2 = v.reshape(-1, v.shape[-1]), h.reshape(-1, h.shape[-1])
-        n = v2.shape[0]
-        vin = self._visible_input(v2)
+        if weights is None:
+            weights = v2.new_full((v2.shape[0],), 1.0 / v2.shape[0])
+        hw = h2 * weights.unsqueeze(-1)
         grads = {
-            "weight": vin.t().mm(h2).div_(-n),
-            "hidden_bias": h2.mean(0).neg_(),
+            "weight": self._visible_input(v2).t().mm(hw).neg_(),
+            "hidden_bias": hw.sum(0).neg_(),
         }
-        grads.update(self._visible_gradients(v2, h2))
+        grads.update(self._visible_gradients(v2, h2, weights))
         return {name: grads[name] for name, p in self.named_parameters() if p.requires_grad}
 
     def validate_parameters(self) -> None:
@@ -184,8 +187,8 @@ class RBM(_BipartiteEnergy):
         """:math:`-\\log \\sum_v e^{-E(v, h)} = -c^\\top h - \\sum_i \\operatorname{softplus}(b_i + W_{i:} h)`."""
         return -(h @ self.hidden_bias) - F.softplus(self.visible_logits(h)).sum(-1)
 
-    def _visible_gradients(self, v, h):
-        return {"visible_bias": v.mean(0).neg()}
+    def _visible_gradients(self, v, h, weights):
+        return {"visible_bias": (weights @ v).neg_()}
 
     def validate_visible(self, v, what: str = "data") -> torch.Tensor:
         """Raise :class:`DataError` unless ``v`` is a finite 0/1 float tensor ``(..., V)``; return ``v``."""
@@ -262,13 +265,13 @@ class GaussianBernoulliRBM(_BipartiteEnergy):
         gauss = (a * (self.visible_bias / s) + a.pow(2) / 2).sum(-1)
         return -(h @ self.hidden_bias) - gauss - (self.log_sigma.sum() + self.num_visible * 0.5 * math.log(2 * math.pi))
 
-    def _visible_gradients(self, v, h):
+    def _visible_gradients(self, v, h, weights):
         s = self.sigma
         diff = (v - self.visible_bias) / s
-        grads = {"visible_bias": -(diff / s).mean(0)}
+        grads = {"visible_bias": -(weights @ (diff / s))}
         if isinstance(self.log_sigma, nn.Parameter):
             # dE/dlog s_i = -(v_i - b_i)^2 / s_i^2 + (v_i / s_i) (W h)_i
-            grads["log_sigma"] = (-diff.pow(2) + (v / s) * (h @ self.weight.t())).mean(0)
+            grads["log_sigma"] = weights @ (-diff.pow(2) + (v / s) * (h @ self.weight.t()))
         return grads
 
     def validate_visible(self, v, what: str = "data") -> torch.Tensor:

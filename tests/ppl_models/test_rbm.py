@@ -96,6 +96,19 @@ def test_energy_gradients_match_autograd(make):
         assert torch.allclose(ours[name], p.grad, atol=1e-10), name
 
 
+@pytest.mark.parametrize("make", [_random_rbm, _random_gbrbm])
+def test_weighted_energy_gradients_match_autograd(make):
+    model = make()
+    v = torch.randn(6, model.num_visible, dtype=torch.float64)
+    h = torch.rand(6, model.num_hidden, dtype=torch.float64)
+    weights = torch.tensor([0.5, 0.5, 0.5, -1 / 3, -1 / 3, -1 / 3], dtype=torch.float64)
+    ours = model.energy_gradients(v, h, weights)
+    model.zero_grad()
+    (weights * model.energy(v, h)).sum().backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(ours[name], p.grad, atol=1e-10), name
+
+
 def test_fixed_sigma_is_a_buffer_not_a_parameter():
     gb = GaussianBernoulliRBM(3, 2, sigma=0.5)
     assert "log_sigma" not in dict(gb.named_parameters())
