@@ -132,17 +132,22 @@ class BlockGibbs(MCMCKernel):
         if not isinstance(mask, torch.Tensor) or mask.shape not in ((V,), (C, V)):
             found = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise SpecError(f"clamp_mask must have shape ({V},) or ({C}, {V}), got {found}")
-        values = torch.as_tensor(values, dtype=self.model.weight.dtype, device=mask.device)
+        like = self._like()
+        values = torch.as_tensor(values, dtype=like.dtype, device=like.device)
         try:
             values = torch.broadcast_to(values, (C, V))
         except RuntimeError:
             raise SpecError(f"clamp_values must broadcast to ({C}, {V}), got shape {tuple(values.shape)}") from None
         self.model.validate_visible(values, "clamp_values")
-        mask = mask.to(dtype=torch.bool)
+        mask = mask.to(dtype=torch.bool, device=like.device)
         self._mask = mask
         self._values = values.contiguous()
         if self._state is not None:
             self._state = {**self._state, "v": self._apply_clamp(self._state["v"])}
+
+    def _like(self) -> torch.Tensor:
+        # dtype and device of the model (any parameter): the kernel never picks a device itself
+        return next(iter(self.model.parameters()))
 
     def _apply_clamp(self, v: torch.Tensor) -> torch.Tensor:
         if self._mask is None:
@@ -178,8 +183,7 @@ class BlockGibbs(MCMCKernel):
 
     @torch.no_grad()
     def _random_state(self) -> dict:
-        w = self.model.weight
-        h = bernoulli_draw(w.new_full((self.num_chains, self.model.num_hidden), 0.5))
+        h = bernoulli_draw(self._like().new_full((self.num_chains, self.model.num_hidden), 0.5))
         v = self._apply_clamp(self.model.sample_visible(h))
         return {"v": v, "h": bernoulli_draw(self.model.hidden_probs(v))}
 
