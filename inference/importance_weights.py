@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import is_identically_zero
 from pyro.poutine.util import site_is_subsample
 
 from ppl_models.errors import SpecError
@@ -92,14 +91,15 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     k = num_particles
-    log_p, log_q, log_q_score, scale = 0.0, 0.0, 0.0, 1.0
+    log_p, log_q, log_q_score, scale = None, None, 0.0, 1.0  # None: no needless add-to-zero on the hot path
     for site in model_trace.nodes.values():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
         lp = site["fn"].log_prob(site["value"])
         if site["mask"] is not None and site["mask"] is not True:
             lp = lp * site["mask"]
-        log_p = log_p + _per_datum(lp, site, particle_dim, data_plate, k)
+        lp = _per_datum(lp, site, particle_dim, data_plate, k)
+        log_p = lp if log_p is None else log_p + lp
         if site["is_observed"]:
             scale = _scale_of(site, data_plate)
     for site in guide_trace.nodes.values():
@@ -110,10 +110,10 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
         if detach_guide_params and reparam:
             fn = detach_distribution(fn)
         lq = _per_datum(fn.log_prob(site["value"]), site, particle_dim, data_plate, k)
-        log_q = log_q + lq
+        log_q = lq if log_q is None else log_q + lq
         if not reparam:
             log_q_score = log_q_score + lq
-    if is_identically_zero(log_q):
+    if log_q is None:
         log_q = torch.zeros_like(log_p)
     return WeightedTraces(log_p, log_q, log_q_score, scale, model_trace, guide_trace)
 

@@ -107,7 +107,7 @@ class IWAEELBO(ELBO):
         if not isinstance(w.log_q_score, float):
             # REINFORCE for non-reparameterised guide sites, learning signal = the bound itself.
             surrogate = surrogate + bound.detach() * w.log_q_score.sum(0) - (bound.detach() * w.log_q_score.sum(0)).detach()
-        return -w.scale * surrogate.sum()
+        return -surrogate.sum() if w.scale == 1.0 else -w.scale * surrogate.sum()
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         if not self.dreg:
