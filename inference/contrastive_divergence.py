@@ -215,7 +215,7 @@ def fit(
                     v_both = torch.cat([v_pos, chains["v"]])
                     h_both = torch.cat([h_pos, kernel.last_hidden_probs])
                     weights = torch.cat([h_pos.new_full((v_pos.shape[0],), 1.0 / v_pos.shape[0]),
-                                         h_pos.new_full((num_chains,), -1.0 / num_chains)])
+                                         h_pos.new_full((chains["v"].shape[0],), -1.0 / chains["v"].shape[0])])
                     grads = model.energy_gradients(v_both, h_both, weights)
                     if cfg.sparsity_target is not None:
                         mean_h = h_pos.mean(0)

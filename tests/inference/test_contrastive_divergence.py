@@ -158,6 +158,16 @@ def test_dynamic_binarisation_of_grey_data_trains_and_resumes_exactly(tmp_path):
         fit(RBM(6, 4), grey + 1, config, progress=False, transform=DynamicBinarization())  # not in [0, 1]
 
 
+@pytest.mark.parametrize("persistent", [True, False])
+def test_partial_last_batch_and_other_chain_counts(persistent):
+    rbm = RBM(6, 4)
+    config = {"epochs": 2, "batch_size": 16, "num_chains": 7, "persistent": persistent, "k": 2, "lr": 0.05}
+    result = fit(rbm, _tiny_data(50), config, progress=True)  # 50 = 3 x 16 + 2
+    assert len(result.history) == 2
+    if persistent:
+        assert result.kernel.initial_params["v"].shape == (7, 6)
+
+
 def test_config_is_a_spec():
     cfg = CDConfig()
     assert cfg.k == 1 and cfg.persistent
