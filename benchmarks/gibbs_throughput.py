@@ -23,6 +23,7 @@ import statistics
 import time
 
 import torch
+from threadpoolctl import threadpool_limits
 from pyro.infer import MCMC
 
 from inference.block_gibbs import BlockGibbs
@@ -53,8 +54,13 @@ def main():
     parser.add_argument("--k", type=int, default=1, help="sweeps per MCMC sample")
     parser.add_argument("--hidden", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads (1 by default: on a shared 2-core machine, 2 threads per process "
+                             "were measured 12x slower than 1 while others ran)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "gibbs_throughput.json"))
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)  # numpy / scikit-learn BLAS alike
     torch.manual_seed(0)
     rbm = RBM(784, args.hidden)
     W, b, c = (p.detach() for p in (rbm.weight, rbm.visible_bias, rbm.hidden_bias))
