@@ -101,7 +101,7 @@ class BlockGibbs(MCMCKernel):
         torch.Size([10, 100, 4])
     """
 
-    def __init__(self, model, num_chains: int = 1, k: int = 1, clamp_mask=None, clamp_values=None, log_every: int = 20):
+    def __init__(self, model, num_chains: int = 1, k: int = 1, clamp_mask=None, clamp_values=None, log_every: int = 50):
         if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
             raise SpecError(f"num_chains must be a positive integer, got {num_chains!r}")
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
