@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from . import catalogue_dcim, catalogue_vae
+from . import catalogue_dcim, catalogue_rbm, catalogue_vae
 from .errors import CheckpointError, SpecError
 from .fileio import write_json_atomic
 from .run_spec import RESUMABLE_CHANGES
@@ -49,6 +49,10 @@ FAMILIES = {
                    "optional DReG gradients (Burda et al. 2016)", catalogue_vae.IWAESpec, catalogue_vae),
     "dcim": Family("dcim", "directed", "deep conditional independent model: a sigmoid DNN and its tied generator, "
                    "learned generatively (Flach, Shekhovtsov & Fikar 2017)", catalogue_dcim.DCIMRunSpec, catalogue_dcim),
+    "rbm": Family("rbm", "energy", "binary restricted Boltzmann machine, CD-k / PCD-k by block Gibbs, AIS log Z "
+                  "(Hinton 2002; Tieleman 2008; Salakhutdinov & Murray 2008)", catalogue_rbm.RBMRunSpec, catalogue_rbm),
+    "gbrbm": Family("gbrbm", "energy", "Gaussian-Bernoulli RBM for grey levels, per-pixel standardised, optional "
+                    "learned variances (Cho, Ilin & Raiko 2011)", catalogue_rbm.GBRBMRunSpec, catalogue_rbm),
 }
 
 

@@ -81,6 +81,8 @@ def cmd_evaluate(args) -> None:
 def cmd_sample(args) -> None:
     out = args.output or os.path.join(args.directory, "samples.png")
     options = {} if args.label is None else {"class": args.label}
+    if args.mode is not None:
+        options["mode"] = args.mode
     print(catalogue.sample(args.directory, args.n, out, seed=args.seed, **options))
 
 
@@ -106,6 +108,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", default=None)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--class", dest="label", type=int, default=None, help="class-conditional samples of class C (dcim)")
+    m.add_argument("--mode", default=None, help="what to draw, per family: dcim both|ancestral|top|mean; "
+                   "rbm/gbrbm samples|completion (top half of test images clamped, bottom half by Gibbs)")
     m.set_defaults(func=cmd_sample)
     return p
 
