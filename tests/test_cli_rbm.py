@@ -77,6 +77,20 @@ def test_evaluate_ais_agrees_with_exact_log_likelihood(trained, capsys):
         float((-model.free_energy(test).double() - exact).mean()), abs=1e-6)
     assert -64 * math.log(2) < m["test_log_likelihood_exact"] < 0  # better than a coin per pixel
     assert m["test_pseudo_likelihood"] < 0 and m["test_log_likelihood_stderr"] > 0
+    assert m["ais_stable"] is True and "WARNING" not in out
+
+
+def test_unstable_ais_is_flagged():
+    # the 784x500 README model: 14,500 temperatures gave halves 310.5 / 313.8 with spread 0.96 (unstable),
+    # 50,000 gave 309.19 / 309.15 with spread 0.14 (stable)
+    assert not catalogue_rbm._stable(0.96, [310.52, 313.84])
+    assert not catalogue_rbm._stable(0.05, [310.0, 311.0])
+    assert catalogue_rbm._stable(0.136, [309.19, 309.15])
+    line = catalogue_rbm.summary({"test_log_likelihood": -100.0, "test_log_likelihood_stderr": 1.0, "test_images": 10,
+                                  "log_likelihood_units": "nats", "ais_log_z": 300.0, "ais_log_z_std": 0.9,
+                                  "ais_runs": 100, "ais_temperatures": 14500, "ais_seconds": 40.0,
+                                  "ais_log_z_halves": [299.0, 302.0], "ais_stable": False})
+    assert "WARNING: AIS not stable" in line and "train.ais_temperatures" in line
 
 
 def test_samples_and_completions(trained, capsys, tmp_path):
