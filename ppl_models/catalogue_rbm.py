@@ -266,6 +266,9 @@ def save_rbm_curves(history: list, path: str, title: str) -> None:
     for key, label in keys:
         if any(key in h for h in history):
             left.plot(epochs, [h.get(key, float("nan")) for h in history], label=label)
+    if not left.get_lines() and any("free_energy_gap" in h for h in history):
+        # no log-likelihood monitor (grey levels, large hidden layer): the overfitting monitor instead
+        left.plot(epochs, [h.get("free_energy_gap", float("nan")) for h in history], label="F(valid) - F(train)")
     left.set_ylabel("nats per image")
     for key, label in (("recon_error", "train"), ("valid_recon_error", "valid")):
         if any(key in h for h in history):
@@ -306,6 +309,8 @@ def train(spec, out_dir: str, data, progress: bool, log) -> dict:
         metrics["seconds"] = now - clock[0]
         if valid is not None:
             metrics["valid_recon_error"] = reconstruction_error(module, valid)
+            # Hinton's overfitting monitor: mean free energy of held-out minus training images
+            metrics["free_energy_gap"] = float(module.free_energy(valid).mean() - module.free_energy(x[: len(valid)]).mean())
             if module.visible_type == "bernoulli":
                 gen = torch.Generator(device=valid.device).manual_seed(epoch)
                 metrics["valid_pseudo_ll"] = pseudo_log_likelihood(module, valid, gen)
@@ -525,7 +530,8 @@ def sample_images(trained, n: int, **options) -> torch.Tensor:
 
 
 def sample_grid(trained, n: int, path: str, **options) -> None:
-    from .plots import save_image_grid
+    """A PNG of ``n`` samples (``mode="samples"``) or ``n`` completed test images (``mode="completion"``)."""
+    from .plots import image_grid, new_figure, save_png
 
     mode, sweeps = _options(trained, dict(options))
     if mode == "completion":
@@ -533,5 +539,11 @@ def sample_grid(trained, n: int, path: str, **options) -> None:
         _completion_figure(trained.module, data.test.x, trained.image_shape, n, sweeps, path, trained.spec.family)
         return
     images = sample_images(trained, n, mode=mode, sweeps=sweeps)
-    save_image_grid(images, trained.image_shape, path,
-                    title=f"{trained.spec.family}: {n} Gibbs chains, E[v|h] after {sweeps} sweeps")
+    per_row = math.ceil(math.sqrt(n))
+    grid = image_grid(images, trained.image_shape, nrow=per_row)
+    # about 0.6 inch per image whatever its pixel size (8x8 digits would otherwise be stamps)
+    fig, ax = new_figure(figsize=(0.6 * per_row + 0.5, 0.6 * math.ceil(n / per_row) + 0.8))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(f"{trained.spec.family}: {n} Gibbs chains, E[v|h] after {sweeps} sweeps", fontsize=8)
+    save_png(fig, path)
