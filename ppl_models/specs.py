@@ -101,9 +101,15 @@ def from_dict(cls, data: Any, where: str = "spec"):
     if unknown:
         raise SpecError(f"unknown key {where}.{unknown[0]}; expected one of: {', '.join(fields)}")
     kwargs = {}
+    defaults = None
     for name, value in data.items():
         f = fields[name]
         key = f"{where}.{name}"
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            # A partly given section keeps *this* spec's defaults for the rest (IWAE's objective
+            # is iwae with k=5 even when only num_particles is set), not the section class's own.
+            defaults = defaults if defaults is not None else cls()
+            value = {**to_dict(getattr(defaults, name)), **value}
         kwargs[name] = _coerce(value, hints[name], key)
         _check_bounds(kwargs[name], f.metadata, key)
     obj = cls(**kwargs)

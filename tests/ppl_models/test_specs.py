@@ -82,3 +82,11 @@ def test_bad_json_file(tmp_path):
         make_spec(spec=str(path))
     with pytest.raises(SpecError, match="does not exist"):
         make_spec(spec=str(tmp_path / "missing.json"))
+
+
+def test_partial_section_keeps_the_family_defaults():
+    # Setting one objective key of an IWAE must not turn it into the section class's default (an ELBO).
+    spec = make_spec("iwae", overrides=["objective.num_particles=3"])
+    assert (spec.objective.name, spec.objective.num_particles) == ("iwae", 3)
+    spec = make_spec(spec={"family": "iwae", "objective": {"dreg": True}})
+    assert (spec.objective.name, spec.objective.num_particles, spec.objective.dreg) == ("iwae", 5, True)
