@@ -11,15 +11,10 @@ import torch
 
 import ppl_models
 from ppl_models.cli import main
+from tests.cli_util import run_cli
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--eval-particles", "20", "--no-progress",
         "--set", "model.hidden=[16]", "--set", "z_dim=2"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,11 @@ import torch.nn.functional as F
 import ppl_models
 from ppl_models import catalogue, catalogue_dcim
 from ppl_models.cli import main
+from tests.cli_util import run_cli
 from ppl_models.data import load_dataset
 from ppl_models.errors import DataError, SpecError
 
 TINY = ["--dataset", "digits", "--no-progress", "--lr", "0.02", "--set", "model.hidden=[32,16]"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,11 @@ import torch
 import ppl_models
 from ppl_models import catalogue, catalogue_rbm
 from ppl_models.cli import main
+from tests.cli_util import run_cli
 from ppl_models.data import load_dataset
 
 TINY = ["--dataset", "digits", "--no-progress", "--set", "model.num_hidden=10", "--set", "train.ais_temperatures=500",
         "--set", "train.sample_sweeps=50", "--eval-particles", "40"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

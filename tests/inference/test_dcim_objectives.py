@@ -102,7 +102,7 @@ def test_discriminative_loss_is_a_sigmoid_dnns_cross_entropy():
     assert DiscriminativeLoss().loss(dcim.model, dcim.guide, x, y) == pytest.approx(expected, abs=1e-12)
 
 
-def finite_difference_check(objective, dcim, x, y, reseed=None, n_coords=6, eps=1e-6):
+def assert_gradients_match_finite_differences(objective, dcim, x, y, reseed=None, n_coords=6, eps=1e-6):
     if reseed is not None:  # the same uniforms, hence the same inner-layer sample, at every evaluation
         pyro.set_rng_seed(reseed)
     objective.loss_and_grads(dcim.model, dcim.guide, x, y)
@@ -126,7 +126,7 @@ def finite_difference_check(objective, dcim, x, y, reseed=None, n_coords=6, eps=
 def test_generative_gradients_match_finite_differences(reverse_weight):
     dcim = random_dcim([5, 4])
     x, y = batch()
-    finite_difference_check(GenerativeLoss(reverse_weight=reverse_weight), dcim, x, y)
+    assert_gradients_match_finite_differences(GenerativeLoss(reverse_weight=reverse_weight), dcim, x, y)
 
 
 @pytest.mark.parametrize("sampling", ["marginal", "ancestral"])
@@ -135,13 +135,13 @@ def test_alternative_gradients_match_finite_differences_with_the_sample_held_fix
     dcim = random_dcim([5, 4])
     x, y = batch()
     objective = AlternativeGenerativeLoss(reverse_weight="sum", layer=layer, sampling=sampling)
-    finite_difference_check(objective, dcim, x, y, reseed=3)
+    assert_gradients_match_finite_differences(objective, dcim, x, y, reseed=3)
 
 
 def test_discriminative_gradients_match_finite_differences():
     dcim = random_dcim([5, 4])
     x, y = batch()
-    finite_difference_check(DiscriminativeLoss(), dcim, x, y)
+    assert_gradients_match_finite_differences(DiscriminativeLoss(), dcim, x, y)
 
 
 @pytest.mark.parametrize("sampling", ["marginal", "ancestral"])
