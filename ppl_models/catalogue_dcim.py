@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from inference.checkpoint import save_atomic
+from inference.checkpoint import save_trained
 from inference.dcim_objectives import make_objective as make_dcim_objective
 from inference.dcim_objectives import reverse_weight_value
 from inference.dcim_queries import generate, reverse_loss
@@ -35,7 +35,6 @@ from inference.svi_driver import fit, resolve_device
 from .data import load_dataset
 from .dcim import DCIM, DCIMLayer, DCIMSpec, dense_spec, paper_cnn_spec
 from .errors import DataError, SpecError
-from .fileio import write_json_atomic
 from .run_spec import DataSpec, TrainSpec
 from .specs import option
 
@@ -213,19 +212,16 @@ def train(spec, out_dir: str, data, progress: bool, log) -> dict:
             metrics["valid_accuracy"] = _scores(module, valid[0].to(dev), valid[1].to(dev))["accuracy"]
             module.train()
 
-    started = time.perf_counter()
     result = fit(module.model, module.guide, make_objective(spec, module), (data.train.x, data.train.y),
                  module=module, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule,
                  lr_decay=t.lr_decay, clip_norm=t.clip_norm, seed=t.seed, device=t.device, valid=valid,
                  patience=t.patience, transform=data.train_transform,
                  checkpoint_path=os.path.join(out_dir, "checkpoint.pt"), progress=progress, on_epoch_end=on_epoch_end)
     module.cpu()
-    save_atomic(module.state_dict(), os.path.join(out_dir, "model.pt"))
-    metrics = {"family": spec.family, "arch": spec.model.arch, "objective": spec.objective.name,
-               "reverse_weighting": weighting(spec), "train_seconds": time.perf_counter() - started,
-               "resumed_from_epoch": result.resumed_from, "stopped_early": result.stopped_early,
-               "image_shape": list(data.image_shape), "history": result.history}
-    write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
+    metrics = save_trained(out_dir, module, {
+        "family": spec.family, "arch": spec.model.arch, "objective": spec.objective.name,
+        "reverse_weighting": weighting(spec), "resumed_from_epoch": result.resumed_from,
+        "stopped_early": result.stopped_early, "image_shape": list(data.image_shape), "history": result.history})
     save_dcim_curves(result.history, os.path.join(out_dir, "training_curve.png"),
                      title=f"dcim {spec.model.arch}, {spec.objective.name} objective (reverse weight {weighting(spec)})")
     return metrics

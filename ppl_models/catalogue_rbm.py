@@ -44,14 +44,13 @@ import torch
 
 from inference.ais import ais_log_partition, default_schedule
 from inference.block_gibbs import BlockGibbs, check_k
-from inference.checkpoint import save_atomic
+from inference.checkpoint import save_trained
 from inference.contrastive_divergence import fit, pseudo_log_likelihood, reconstruction_error
 from inference.exact_enumeration import MAX_ENUMERATED_UNITS, log_partition
 from inference.svi_driver import resolve_device
 
 from .data import BINARIZE_OPTIONS, DATASETS, check_binary, load_dataset
 from .errors import DataError, SpecError
-from .fileio import write_json_atomic
 from .rbm import RBM, GaussianBernoulliRBM
 from .run_spec import DataSpec
 from .specs import option
@@ -325,14 +324,11 @@ def train(spec, out_dir: str, data, progress: bool, log) -> dict:
     result = fit(module, x, cd_config(spec), checkpoint=os.path.join(out_dir, "checkpoint.pt"),
                  progress=progress, callback=on_epoch_end, transform=transform)
     module.cpu()
-    save_atomic(module.state_dict(), os.path.join(out_dir, "model.pt"))
     history = result.history
-    metrics = {"family": spec.family, "num_visible": module.num_visible, "num_hidden": module.num_hidden,
-               "training": f"{spec.objective.name.upper()}-{spec.objective.k}",
-               # summed over epochs, so that a resumed run reports its whole training time
-               "train_seconds": sum(h.get("seconds", 0.0) for h in history),
-               "image_shape": list(data.image_shape), "history": history}
-    write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
+    metrics = save_trained(out_dir, module, {
+        "family": spec.family, "num_visible": module.num_visible, "num_hidden": module.num_hidden,
+        "training": f"{spec.objective.name.upper()}-{spec.objective.k}",
+        "image_shape": list(data.image_shape), "history": history})
     save_rbm_curves(history, os.path.join(out_dir, "training_curve.png"),
                     title=f"{spec.family} {module.num_visible}x{module.num_hidden}, "
                           f"{metrics['training']} on {spec.data.dataset}")

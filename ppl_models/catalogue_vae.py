@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from inference.checkpoint import save_atomic
+from inference.checkpoint import save_atomic, save_trained
 from inference.iwae_elbo import IWAEELBO
 from inference.log_likelihood import log_likelihood
 from inference.multi_sample_elbo import MultiSampleELBO
@@ -21,7 +21,6 @@ from inference.svi_driver import fit, resolve_device
 
 from .data import check_binary, load_dataset
 from .errors import DataError, SpecError
-from .fileio import write_json_atomic
 from .plots import save_image_grid, save_training_curve
 from .run_spec import DataSpec, ObjectiveSpec, TrainSpec
 from .specs import option
@@ -91,13 +90,9 @@ def train(spec, out_dir: str, data, progress: bool, log) -> dict:
                  transform=data.train_transform, checkpoint_path=os.path.join(out_dir, "checkpoint.pt"),
                  progress=progress)
     module.cpu()
-    save_atomic(module.state_dict(), os.path.join(out_dir, "model.pt"))
-    metrics = {"family": spec.family,
-               # summed over epochs, so that a resumed run reports its whole training time
-               "train_seconds": sum(h["seconds"] for h in result.history),
-               "resumed_from_epoch": result.resumed_from, "stopped_early": result.stopped_early,
-               "image_shape": list(data.image_shape), "history": result.history}
-    write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
+    metrics = save_trained(out_dir, module, {
+        "family": spec.family, "resumed_from_epoch": result.resumed_from, "stopped_early": result.stopped_early,
+        "image_shape": list(data.image_shape), "history": result.history})
     save_training_curve(result.history, os.path.join(out_dir, "training_curve.png"),
                         title=f"{spec.family}: negative {spec.objective.name} bound per image (nats)")
     return metrics
