@@ -48,8 +48,8 @@ class WeightedTraces:
         return self.log_p - self.log_q
 
 
-def _per_datum(log_prob: torch.Tensor, site: dict, particle_dim: int, data_plate: str, k: int) -> torch.Tensor:
-    """Sum ``log_prob`` over everything but the particle and data-plate dims -> ``(k, batch)``."""
+def per_datum_log_prob(log_prob: torch.Tensor, site: dict, particle_dim: int, data_plate: str, k: int) -> torch.Tensor:
+    """Sum a site's ``log_prob`` over everything but the particle and data-plate dims -> ``(k, batch)``."""
     data_frames = [f for f in site["cond_indep_stack"] if f.name == data_plate]
     if not data_frames:
         raise SpecError(
@@ -75,7 +75,8 @@ def _scale_of(site: dict, data_plate: str) -> float:
 
 
 def log_importance_weights(model, guide, *args, num_particles: int, max_plate_nesting: int,
-                           data_plate: str = "data", detach_guide_params: bool = False, **kwargs) -> WeightedTraces:
+                           data_plate: str = "data", detach_guide_params: bool = False, constant_samples: bool = False,
+                           **kwargs) -> WeightedTraces:
     """Trace ``guide`` with ``num_particles`` vectorised particles, replay ``model`` on them.
 
     :param int max_plate_nesting: number of plates in model and guide; the
@@ -83,12 +84,20 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
     :param bool detach_guide_params: score ``log q`` with the guide's
         distribution parameters detached but the sample path kept (the
         doubly-reparameterised estimator of Tucker et al. 2018).
+    :param bool constant_samples: treat the guide's samples as constants, so
+        that gradients reach parameters only through the densities, as
+        (reweighted) wake-sleep requires. Discrete samples carry no gradient
+        anyway; a guide with reparameterised sites is run a second time,
+        replayed on its detached samples, so that no later layer sees the
+        sample path either.
     """
     particle_dim = -max_plate_nesting - 1
     if num_particles > 1:
         plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
         guide, model = plate(guide), plate(model)
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    if constant_samples:
+        guide_trace = _replay_detached(guide, guide_trace, args, kwargs)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     k = num_particles
     log_p, log_q, log_q_score, scale = None, None, 0.0, 1.0  # None: no needless add-to-zero on the hot path
@@ -98,7 +107,7 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
         lp = site["fn"].log_prob(site["value"])
         if site["mask"] is not None and site["mask"] is not True:
             lp = lp * site["mask"]
-        lp = _per_datum(lp, site, particle_dim, data_plate, k)
+        lp = per_datum_log_prob(lp, site, particle_dim, data_plate, k)
         log_p = lp if log_p is None else log_p + lp
         if site["is_observed"]:
             scale = _scale_of(site, data_plate)
@@ -109,13 +118,36 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
         reparam = getattr(fn, "has_rsample", False)
         if detach_guide_params and reparam:
             fn = detach_distribution(fn)
-        lq = _per_datum(fn.log_prob(site["value"]), site, particle_dim, data_plate, k)
+        lq = per_datum_log_prob(fn.log_prob(site["value"]), site, particle_dim, data_plate, k)
         log_q = lq if log_q is None else log_q + lq
         if not reparam:
             log_q_score = log_q_score + lq
     if log_q is None:
         log_q = torch.zeros_like(log_p)
     return WeightedTraces(log_p, log_q, log_q_score, scale, model_trace, guide_trace)
+
+
+def _replay_detached(guide, guide_trace: poutine.Trace, args, kwargs) -> poutine.Trace:
+    latent = [s for s in guide_trace.nodes.values()
+              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    if not any(getattr(s["fn"], "has_rsample", False) for s in latent):
+        return guide_trace
+    for site in latent:
+        site["value"] = site["value"].detach()
+    return poutine.trace(poutine.replay(guide, trace=guide_trace)).get_trace(*args, **kwargs)
+
+
+def latent_log_prob(trace: poutine.Trace, data_plate: str = "data", max_plate_nesting: int = 1) -> torch.Tensor:
+    """Per-datapoint sum of the log-densities of a trace's latent (unobserved) sites, shape ``(batch,)``."""
+    total = None
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+            continue
+        lp = per_datum_log_prob(site["fn"].log_prob(site["value"]), site, -max_plate_nesting - 1, data_plate, 1)[0]
+        total = lp if total is None else total + lp
+    if total is None:
+        raise SpecError("the trace has no latent sample sites to score")
+    return total
 
 
 def detach_distribution(fn):

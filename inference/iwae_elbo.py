@@ -58,7 +58,7 @@ class IWAEELBO(ELBO):
         self.dreg = dreg
         self.data_plate = data_plate
 
-    def _weights(self, model, guide, args, kwargs, detach_guide_params=False):
+    def _weights(self, model, guide, args, kwargs, **options):
         if self.max_plate_nesting == float("inf"):
             quiet = logging.getLogger("pyro.infer.elbo")
             level, quiet.level = quiet.level, logging.WARNING
@@ -71,7 +71,7 @@ class IWAEELBO(ELBO):
                 quiet.setLevel(level)
         return log_importance_weights(model, guide, *args, num_particles=self.num_particles,
                                       max_plate_nesting=self.max_plate_nesting, data_plate=self.data_plate,
-                                      detach_guide_params=detach_guide_params, **kwargs)
+                                      **options, **kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
         w = self._weights(model, guide, args, kwargs)
