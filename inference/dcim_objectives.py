@@ -12,6 +12,12 @@ computed by the mean recursion (the DNN's deterministic pass):
   image (default the last hidden layer); the sample is a constant for the
   gradient, which reaches :math:`W` through the reverse mean recursion.
 
+Beyond the paper, the pair is a Pyro model/guide and also trains by
+sampling estimators: ``"elbo"`` (Pyro's TraceGraph_ELBO, score-function
+gradients), ``"rws"`` (per-datapoint reweighted wake-sleep,
+:mod:`inference.reweighted_wake_sleep`, with the observed class scored by the
+forward model in wake-phi) and ``"wake_sleep"`` (its k = 1, sleep-only case).
+
 The weight :math:`w` of the reverse term (``reverse_weight``) matters:
 ``"pixel_mean"`` (default) is :math:`1/D` for :math:`D` pixels, the per-pixel
 mean binary cross-entropy of the paper's Keras code; ``"sum"`` is 1, the full
@@ -46,6 +52,8 @@ import torch.nn.functional as F
 from pyro.infer import ELBO, TraceGraph_ELBO
 
 from ppl_models.errors import SpecError
+
+from .reweighted_wake_sleep import ReweightedWakeSleep
 
 REVERSE_WEIGHTS = ("pixel_mean", "sum")
 BATCH_REDUCTIONS = ("mean", "sum")
@@ -205,11 +213,46 @@ class AlternativeGenerativeLoss(GenerativeLoss):
         return dcim.image_logits(sample, from_layer=k)
 
 
+def class_log_prob(dcim):
+    """The forward model's :math:`\\log q(y \\mid h^{m-1}_i)` of the observed label at each
+    guide sample of the last hidden layer, ``(k, N)``: the wake-phi term that teaches the
+    forward model to classify the data (the guide never samples ``y`` when it is given)."""
+    def term(guide_trace, x, y=None, *args, **kwargs):
+        m = dcim.n_layers
+        h = guide_trace.nodes[f"h{m - 1}"]["value"]
+        log_probs = torch.log_softmax(dcim.logits_up(m, h), -1)
+        y = dcim.check_labels(y, x.shape[0], "the class term of reweighted wake-sleep")
+        return log_probs.gather(-1, y.expand(log_probs.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    return term
+
+
+def reweighted_wake_sleep(module=None, num_particles: int = 5, insomnia: float = 1.0,
+                          class_term: bool = True) -> ReweightedWakeSleep:
+    """Reweighted wake-sleep on the pair (reverse = model, forward = guide, tied weights):
+    wake-theta fits :math:`p_{rev}(x, y)`, wake-phi / sleep-phi fit the forward model to
+    its posterior; ``class_term`` adds :math:`\\log q(y \\mid h_i)` of the observed label to
+    wake-phi (without it only dreams teach the forward model to classify)."""
+    if class_term and module is None:
+        raise SpecError("the class term of reweighted wake-sleep needs the DCIM: pass module=dcim")
+    if module is not None and module.n_layers < 2:
+        raise SpecError("(reweighted) wake-sleep needs a DCIM with at least one hidden layer to sample; this one has none")
+    return ReweightedWakeSleep(num_particles=num_particles, insomnia=insomnia, max_plate_nesting=1,
+                               wake_guide_term=class_log_prob(module) if class_term else None)
+
+
+def wake_sleep(module=None, insomnia: float = 0.0, class_term: bool = True) -> ReweightedWakeSleep:
+    """Classic wake-sleep on the pair: one forward sample per image for wake-theta, the
+    forward model trained on dreams (plus the class term with weight ``insomnia``)."""
+    return reweighted_wake_sleep(module, num_particles=1, insomnia=insomnia, class_term=class_term)
+
+
 OBJECTIVES = {
     "discriminative": DiscriminativeLoss,
     "generative": GenerativeLoss,
     "alternative": AlternativeGenerativeLoss,
     "elbo": TraceGraph_ELBO,
+    "rws": reweighted_wake_sleep,
+    "wake_sleep": wake_sleep,
 }
 
 
@@ -217,8 +260,9 @@ def make_objective(name: str, **options) -> ELBO:
     """Build the DCIM objective called ``name`` (one of :data:`OBJECTIVES`) with ``options``.
 
     ``"elbo"`` is Pyro's :class:`~pyro.infer.TraceGraph_ELBO` on the model/guide
-    pair (score-function gradients for the binary layers), whose loss is a sum
-    over the minibatch, not a mean.
+    pair (score-function gradients for the binary layers); ``"rws"`` and
+    ``"wake_sleep"`` report the negative IWAE bound on :math:`\\log p_{rev}(x, y)`.
+    These three sum over the minibatch rather than average.
     """
     if name not in OBJECTIVES:
         raise SpecError(f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}")

@@ -39,7 +39,8 @@ from .run_spec import DataSpec, TrainSpec
 from .specs import option
 
 ARCHS = ("dense", "cnn", "custom")
-OBJECTIVE_NAMES = ("discriminative", "generative", "alternative", "elbo")
+OBJECTIVE_NAMES = ("discriminative", "generative", "alternative", "elbo", "rws", "wake_sleep")
+SAMPLING_OBJECTIVES = ("elbo", "rws", "wake_sleep")  # Pyro model/guide estimators, no reverse-term weight
 SAMPLE_MODES = {"ancestral": "every layer sampled from the class down, image probabilities shown",
                 "top": "the last hidden layer sampled, probabilities propagated down",
                 "mean": "no sampling: the class's mean image by the downward mean recursion"}
@@ -70,11 +71,22 @@ class DCIMObjectiveSpec:
     layer: Optional[int] = option(None, doc="alternative: the inner layer sampled (default m-1, the last hidden)", min=1)
     sampling: str = option("marginal", doc="alternative: how the inner layer is sampled",
                            choices=("marginal", "ancestral"))
-    num_particles: int = option(1, doc="elbo: samples per datapoint", min=1)
+    num_particles: Optional[int] = option(None, doc="elbo / rws: forward-model samples per image (None: 1 for elbo, "
+                                          "5 for rws; wake_sleep uses 1)", min=1)
+    insomnia: Optional[float] = option(None, doc="rws / wake_sleep: weight of wake-phi against sleep-phi in the "
+                                       "forward model's gradient, in [0, 1] (None: 1 for rws, 0 for wake_sleep)",
+                                       min=0.0, max=1.0)
+    class_term: bool = option(True, doc="rws / wake_sleep: wake-phi also scores the observed label by the forward model")
 
     def validate(self):
         if self.layer is not None and self.name != "alternative":
             raise SpecError(f"objective.layer is used by the alternative objective only, but objective.name is {self.name!r}")
+        if self.num_particles is not None and self.name not in ("elbo", "rws"):
+            raise SpecError(f"objective.num_particles is used by the elbo and rws objectives only, "
+                            f"but objective.name is {self.name!r}")
+        if self.insomnia is not None and self.name not in ("rws", "wake_sleep"):
+            raise SpecError(f"objective.insomnia is used by the rws and wake_sleep objectives only, "
+                            f"but objective.name is {self.name!r}")
 
 
 @dataclass
@@ -144,8 +156,14 @@ def build(spec) -> DCIM:
 def make_objective(spec, module: DCIM):
     """The training objective, summing over the minibatch as the shared driver expects."""
     o = spec.objective
+    # the sampling estimators sum over the batch already
     if o.name == "elbo":
-        return make_dcim_objective("elbo", num_particles=o.num_particles)  # a sum over the batch already
+        return make_dcim_objective("elbo", num_particles=o.num_particles or 1)
+    if o.name == "rws":
+        return make_dcim_objective("rws", module=module, num_particles=o.num_particles or 5,
+                                   insomnia=1.0 if o.insomnia is None else o.insomnia, class_term=o.class_term)
+    if o.name == "wake_sleep":
+        return make_dcim_objective("wake_sleep", module=module, insomnia=o.insomnia or 0.0, class_term=o.class_term)
     options = {"module": module, "batch_reduction": "sum"}
     if o.name != "discriminative":
         n_pixels = math.prod(module.layer_shapes[0])
@@ -159,8 +177,10 @@ def make_objective(spec, module: DCIM):
 def weighting(spec) -> str:
     """How the reverse term was weighted, in words, for metrics and tables."""
     o = spec.objective
-    if o.name in ("discriminative", "elbo"):
-        return "none (no reverse term)" if o.name == "discriminative" else "elbo"
+    if o.name == "discriminative":
+        return "none (no reverse term)"
+    if o.name in SAMPLING_OBJECTIVES:
+        return o.name
     return o.reverse_weight + ("" if o.reverse_scale == 1.0 else f" x {o.reverse_scale}")
 
 

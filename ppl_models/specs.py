@@ -6,7 +6,7 @@ so a typo never silently falls back to a default. :func:`apply_overrides`
 implements the CLI's ``--set key=value``.
 
 Fields may carry ``metadata`` with ``choices`` (allowed values), ``min`` /
-``min_exclusive`` (numeric bounds) and ``doc`` (shown by ``ppl-models spec``).
+``min_exclusive``, ``max`` (numeric bounds) and ``doc`` (shown by ``ppl-models spec``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 from .errors import SpecError
 
 
-def option(default, *, doc: str = "", choices=None, min=None, min_exclusive=None):
+def option(default, *, doc: str = "", choices=None, min=None, min_exclusive=None, max=None):
     """A spec field with validation metadata; lists get a default factory."""
-    meta = {"doc": doc, "choices": choices, "min": min, "min_exclusive": min_exclusive}
+    meta = {"doc": doc, "choices": choices, "min": min, "min_exclusive": min_exclusive, "max": max}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -87,6 +87,9 @@ def _check_bounds(value, meta, where: str):
             raise SpecError(f"{where} must be >= {lo}, got {value!r}")
         if lo_x is not None and v <= lo_x:
             raise SpecError(f"{where} must be > {lo_x}, got {value!r}")
+        hi = meta.get("max")
+        if hi is not None and v > hi:
+            raise SpecError(f"{where} must be <= {hi}, got {value!r}")
 
 
 def from_dict(cls, data: Any, where: str = "spec"):

@@ -78,7 +78,7 @@ def test_evaluate_with_particles_and_class_samples(trained, capsys, tmp_path):
     assert not torch.allclose(top[0], top[1])  # the hidden sample varies
 
 
-@pytest.mark.parametrize("objective", ["discriminative", "alternative", "elbo"])
+@pytest.mark.parametrize("objective", ["discriminative", "alternative", "elbo", "rws", "wake_sleep"])
 def test_every_objective_trains(objective, tmp_path, capsys):
     out = str(tmp_path / objective)
     code, stdout, err = run_cli(capsys, "train", "dcim", *TINY, "--epochs", "1", "--objective", objective,
@@ -87,7 +87,7 @@ def test_every_objective_trains(objective, tmp_path, capsys):
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert m["objective"] == objective and math.isfinite(m["history"][0]["train_loss"])
     assert m["reverse_weighting"] == {"discriminative": "none (no reverse term)", "alternative": "pixel_mean",
-                                      "elbo": "elbo"}[objective]
+                                      "elbo": "elbo", "rws": "rws", "wake_sleep": "wake_sleep"}[objective]
 
 
 def test_custom_conv_architecture_and_resume(tmp_path, capsys):
@@ -151,6 +151,9 @@ def test_bad_inputs_are_one_line_errors(capsys, tmp_path, trained):
         (["train", "dcim", "--dataset", "digits", "--objective", "alternative", "--set", "model.hidden=[8]",
           "--set", "objective.layer=2"], "objective.layer must be a hidden layer index in 1..1"),
         (["train", "dcim", "--set", "objective.layer=1"], "used by the alternative objective only"),
+        (["train", "dcim", "--set", "objective.num_particles=5"], "used by the elbo and rws objectives only"),
+        (["train", "dcim", "--objective", "rws", "--set", "objective.insomnia=1.5"], "objective.insomnia must be <= 1.0"),
+        (["train", "dcim", "--objective", "elbo", "--set", "objective.insomnia=0.5"], "rws and wake_sleep objectives only"),
         (["train", "dcim", "--set", "model.hidden=[]"], "at least one hidden layer"),
         (["train", "dcim", "--dataset", "digits", "--set", "model.input_shape=[7,9]"], "has 64 pixels per image"),
         (["sample", trained, "--class", "10"], "class must be a class index in 0..9, got 10"),
