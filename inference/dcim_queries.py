@@ -1,7 +1,10 @@
 """Questions to ask a trained DCIM (Flach, Shekhovtsov & Fikar 2017).
 
 - :func:`class_probabilities`, :func:`predict`, :func:`accuracy`: the forward
-  model's :math:`p(y \\mid x)` by the mean recursion (the DNN's output).
+  model's :math:`p(y \\mid x)` by the mean recursion (the DNN's output), or,
+  with ``num_samples``, by Monte Carlo over the forward model's own samples,
+  :math:`\\frac1S \\sum_s p(y \\mid h^{m-1}_s)`, :math:`h_s \\sim p_{fwd}(h \\mid x)`:
+  the classifier that sampling estimators (ELBO, wake-sleep) train.
 - :func:`reverse_loss`: the reverse model's :math:`-\\log p_{rev}(x \\mid y)` by
   the downward mean recursion from one-hot :math:`y`, per image (nats), per
   pixel (its mean over pixels, the paper's reverse loss) or as a pixel map.
@@ -29,22 +32,36 @@ REVERSE_REDUCTIONS = ("image", "pixel", "none")
 
 
 @torch.no_grad()
-def class_probabilities(dcim, x: torch.Tensor) -> torch.Tensor:
-    """:math:`p_{fwd}(y \\mid x)` by the mean recursion, shape ``(N, n_classes)``."""
-    return torch.softmax(dcim.class_logits(x), -1)
+def class_probabilities(dcim, x: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
+    """:math:`p_{fwd}(y \\mid x)`, shape ``(N, n_classes)``: by the mean recursion
+    (``num_samples=None``) or averaged over ``num_samples`` ancestral samples of the
+    forward model's hidden layers."""
+    if num_samples is None:
+        return torch.softmax(dcim.class_logits(x), -1)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise SpecError(f"num_samples must be a positive integer or None, got {num_samples!r}")
+    x = dcim.check_images(x)
+    m = dcim.n_layers
+    probs = 0.0
+    for _ in range(num_samples):
+        h = dcim.sample_up(x, to_layer=m - 1)[m - 1]
+        probs = probs + torch.softmax(dcim.logits_up(m, h), -1)
+    return probs / num_samples
 
 
 @torch.no_grad()
-def predict(dcim, x: torch.Tensor) -> torch.Tensor:
-    """The most probable class of each image, int64 ``(N,)``."""
-    return dcim.class_logits(x).argmax(-1)
+def predict(dcim, x: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
+    """The most probable class of each image, int64 ``(N,)`` (``num_samples``: see :func:`class_probabilities`)."""
+    if num_samples is None:
+        return dcim.class_logits(x).argmax(-1)
+    return class_probabilities(dcim, x, num_samples).argmax(-1)
 
 
 @torch.no_grad()
-def accuracy(dcim, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(dcim, x: torch.Tensor, y: torch.Tensor, num_samples: Optional[int] = None) -> float:
     """Fraction of images whose most probable class is ``y``."""
     y = dcim.check_labels(y, dcim.check_images(x).shape[0], "accuracy")
-    return float((predict(dcim, x) == y).double().mean())
+    return float((predict(dcim, x, num_samples) == y).double().mean())
 
 
 @torch.no_grad()

@@ -34,6 +34,30 @@ def test_classification_queries_agree_with_the_forward_mean_recursion():
     assert accuracy(dcim, x, (labels + 1) % 3) == 0.0
 
 
+def exact_forward_class_probabilities(dcim, x):
+    """p_fwd(y | x) = sum over h1, h2 of q(h1 | x) q(h2 | h1) softmax(W3 h2 + b3), by enumeration."""
+    h1s = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)), dtype=torch.float64)
+    h2s = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2)), dtype=torch.float64)
+    bern = lambda logits, h: torch.distributions.Bernoulli(logits=logits).log_prob(h).sum(-1).exp()
+    with torch.no_grad():
+        q1 = bern(dcim.logits_up(1, x)[:, None, :], h1s)                # (N, 8)
+        q2 = bern(dcim.logits_up(2, h1s)[:, None, :], h2s)              # (8, 4)
+        py = torch.softmax(dcim.logits_up(3, h2s), -1)                 # (4, C)
+    return q1 @ q2 @ py
+
+
+def test_sampled_class_probabilities_match_the_enumerated_forward_model():
+    dcim = random_dcim(scale=2.5, seed=1)  # a net whose mean recursion is far from exact
+    x = torch.bernoulli(torch.full((6, 4), 0.5, dtype=torch.float64))
+    exact = exact_forward_class_probabilities(dcim, x)
+    sampled = class_probabilities(dcim, x, num_samples=4000)
+    assert (sampled - exact).abs().max() < 0.04  # each entry's standard error is below 0.5 / sqrt(4000) = 0.008
+    # the mean recursion is a different (approximate) answer, which the test can tell apart
+    assert (class_probabilities(dcim, x) - exact).abs().max() > 0.1
+    with pytest.raises(SpecError, match="num_samples must be a positive integer or None"):
+        class_probabilities(dcim, x, num_samples=0)
+
+
 def test_reverse_loss_per_image_per_pixel_and_map_agree_with_the_objective():
     dcim = random_dcim()
     x = torch.bernoulli(torch.full((8, 4), 0.5, dtype=torch.float64))
