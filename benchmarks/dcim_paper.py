@@ -5,7 +5,10 @@ with Adam, batch 100, images binarised at grey level > 0.5:
 
 - ``mnist-dense-*``: dense 784-512-512-10 sigmoid net, discriminative vs
   generative (reverse term weighted per pixel, the paper's Keras weighting);
-  optionally the same pair by Pyro's ``TraceGraph_ELBO`` (``--elbo``).
+  optionally the same pair by sampling estimators of the Pyro model/guide
+  pair (``--sampling elbo rws wake_sleep``): Pyro's ``TraceGraph_ELBO``, our
+  per-datapoint reweighted wake-sleep (k=5, wake-phi with the class term) and
+  classic wake-sleep.
   Data: training = all 5,000 MNIST-5k digits (they come from MNIST's training
   set) + 5,000 of the 10,000 official MNIST test (t10k) digits; validation =
   2,000 other t10k digits; test = the remaining 3,000 t10k digits (the t10k
@@ -100,9 +103,14 @@ def fashion_data(n_train=None, threshold=0.5):
     return {"train": (x, y), "valid": (d.valid.x, d.valid.y), "test": (d.test.x, d.test.y), "note": note}
 
 
+SAMPLING = ("elbo", "rws", "wake_sleep")
+
+
 def objective_for(name, dcim):
     if name == "elbo":
         return make_objective("elbo")  # sums over the batch already
+    if name in ("rws", "wake_sleep"):
+        return make_objective(name, module=dcim)
     options = {} if name == "discriminative" else {"reverse_weight": "pixel_mean"}
     return make_objective(name, module=dcim, batch_reduction="sum", **options)
 
@@ -209,10 +217,17 @@ def run(name, arch, objective, data, epochs, lr, args):
     seconds = time.perf_counter() - started
     dcim.eval()
     result = {"arch": arch, "objective": objective, "epochs": epochs, "lr": lr, "batch_size": 100,
-              "reverse_weight": None if objective in ("discriminative", "elbo") else "pixel_mean (1/784)",
+              "reverse_weight": None if objective in ("discriminative", *SAMPLING) else "pixel_mean (1/784)",
               "train_images": len(data["train"][1]), "valid_images": len(vy), "test_images": len(data["test"][1]),
               "data": data["note"], "train_seconds": seconds, "history": history,
               "valid": evaluate(dcim, vx, vy), "test": evaluate(dcim, *data["test"])}
+    if objective in SAMPLING:
+        # these estimators train the stochastic forward model, not its mean recursion: classify by
+        # averaging p(y | h) over forward samples as well
+        torch.manual_seed(0)
+        for split, (x, y) in (("valid", (vx, vy)), ("test", data["test"])):
+            result[split]["accuracy_sampled"] = accuracy(dcim, x, y, num_samples=args.class_samples)
+        result["class_samples"] = args.class_samples
     if objective == "alternative":
         result["test"]["alternative_reverse_loss_per_pixel"] = alt_reverse_loss(dcim, data["test"][0])
         result["valid"]["alternative_reverse_loss_per_pixel"] = alt_reverse_loss(dcim, vx)
@@ -235,14 +250,17 @@ def markdown_table(results) -> str:
             "test reverse loss (nats/pixel) | test reverse NLL, IS (nats/image) |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["runs"].items():
-        weight = r["reverse_weight"] or ("-" if r["objective"] == "discriminative" else "elbo")
+        weight = r["reverse_weight"] or ("-" if r["objective"] == "discriminative" else "sampling estimator")
         rev = f"{r['test']['reverse_loss_per_pixel']:.3f}"
         if "alternative_reverse_loss_per_pixel" in r["test"]:
             rev += f" (from sampled x^{{m-1}}: {r['test']['alternative_reverse_loss_per_pixel']:.3f})"
         nll = (f"{r['test']['reverse_nll_is']:.1f} ± {r['test']['reverse_nll_is_stderr']:.1f} "
                f"(k={r['test']['nll_particles']}, {r['test']['nll_images']} imgs)") if "reverse_nll_is" in r["test"] else "-"
+        acc = f"{r['test']['accuracy']:.4f}"
+        if "accuracy_sampled" in r["test"]:
+            acc += f" (sampled: {r['test']['accuracy_sampled']:.4f})"
         rows.append(f"| {name.split('-')[0]} | {r['arch']} | {r['objective']} ({weight}) | {r['train_images']} | "
-                    f"{r['epochs']} | {r['valid']['accuracy']:.4f} | {r['test']['accuracy']:.4f} | {rev} | {nll} |")
+                    f"{r['epochs']} | {r['valid']['accuracy']:.4f} | {acc} | {rev} | {nll} |")
     return "\n".join(rows)
 
 
@@ -254,9 +272,13 @@ def main(argv=None):
     p.add_argument("--fashion-train", type=int, default=None, help="training subset of Fashion-MNIST")
     p.add_argument("--cnn-epochs", type=int, default=10)
     p.add_argument("--cnn-objectives", nargs="*", default=["generative", "alternative"])
-    p.add_argument("--elbo", action="store_true", help="also train the dense MNIST pair by TraceGraph_ELBO")
-    p.add_argument("--elbo-epochs", type=int, default=5)
+    p.add_argument("--sampling", nargs="*", default=[], choices=SAMPLING,
+                   help="also train the dense MNIST pair by these sampling estimators")
+    p.add_argument("--sampling-epochs", type=int, default=30)
+    p.add_argument("--skip-paper", action="store_true", help="with --sampling: train only the sampling runs")
     p.add_argument("--nll-particles", type=int, default=100)
+    p.add_argument("--class-samples", type=int, default=20,
+                   help="sampling estimators: forward samples averaged for the sampled-classifier accuracy")
     p.add_argument("--nll-images", type=int, default=1000)
     p.add_argument("--eval-all", action="store_true", help="per-epoch validation on every image (default 2,000)")
     p.add_argument("--quick", action="store_true", help="tiny data subsets, to check the script")
@@ -301,11 +323,13 @@ def main(argv=None):
     if "mnist-dense" in args.only or "mnist-cnn" in args.only:
         mnist = shrink(mnist_data(), 500)
     if "mnist-dense" in args.only:
-        objectives = ["discriminative", "generative"] + (["elbo"] if args.elbo else [])
-        for obj in objectives:
+        paper = [] if args.skip_paper else ["discriminative", "generative"]
+        for obj in paper + args.sampling:
             record(f"mnist-dense-{obj}", run(f"mnist-dense-{obj}", "dense", obj, mnist,
-                                             args.elbo_epochs if obj == "elbo" else args.epochs, 1e-3, args))
-        save_curves(results["runs"], [f"mnist-dense-{o}" for o in objectives],
+                                             args.sampling_epochs if obj in SAMPLING else args.epochs, 1e-3, args))
+        shown = [f"mnist-dense-{o}" for o in ("discriminative", "generative", *SAMPLING)
+                 if f"mnist-dense-{o}" in results["runs"]]
+        save_curves(results["runs"], shown,
                     os.path.join(RESULTS, "dcim_mnist_dense_curves.png"), "MNIST, dense 784-512-512-10 (cf. paper Fig. 1)")
     if "fashion-dense" in args.only:
         fashion = shrink(fashion_data(args.fashion_train), 500)

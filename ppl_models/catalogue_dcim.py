@@ -28,7 +28,7 @@ import torch
 from inference.checkpoint import save_trained
 from inference.dcim_objectives import make_objective as make_dcim_objective
 from inference.dcim_objectives import reverse_weight_value
-from inference.dcim_queries import generate, reverse_loss
+from inference.dcim_queries import accuracy, generate, reverse_loss
 from inference.log_likelihood import log_likelihood
 from inference.svi_driver import fit, resolve_device
 
@@ -41,6 +41,7 @@ from .specs import option
 ARCHS = ("dense", "cnn", "custom")
 OBJECTIVE_NAMES = ("discriminative", "generative", "alternative", "elbo", "rws", "wake_sleep")
 SAMPLING_OBJECTIVES = ("elbo", "rws", "wake_sleep")  # Pyro model/guide estimators, no reverse-term weight
+CLASS_SAMPLES = 20  # forward samples averaged when a sampling estimator's classifier is scored
 SAMPLE_MODES = {"ancestral": "every layer sampled from the class down, image probabilities shown",
                 "top": "the last hidden layer sampled, probabilities propagated down",
                 "mean": "no sampling: the class's mean image by the downward mean recursion"}
@@ -262,6 +263,13 @@ def evaluate(trained, data, num_particles=None, progress=False) -> dict:
     metrics.update(test_accuracy=test["accuracy"], test_reverse_loss_per_image=test["reverse_loss_per_image"],
                    test_reverse_loss_per_pixel=test["reverse_loss_per_image"] / n_pixels, test_images=len(y),
                    reverse_weighting=weighting(spec))
+    if spec.objective.name in SAMPLING_OBJECTIVES:
+        # these estimators train the stochastic forward model: classify by its samples too
+        torch.manual_seed(spec.train.seed)
+        metrics["test_accuracy_sampled"] = sum(
+            accuracy(module, x[s:s + 500], y[s:s + 500], num_samples=CLASS_SAMPLES) * len(y[s:s + 500])
+            for s in range(0, len(y), 500)) / max(1, len(y))
+        metrics["class_samples"] = CLASS_SAMPLES
     if data.valid is not None:
         valid = _scores(module, data.valid.x.to(device), data.valid.y.to(device))
         metrics.update(valid_accuracy=valid["accuracy"],
@@ -288,6 +296,9 @@ def summary(metrics: dict) -> str:
     line = (f"test accuracy {metrics['test_accuracy']:.4f}, reverse loss {metrics['test_reverse_loss_per_pixel']:.4f} "
             f"nats/pixel ({metrics['test_reverse_loss_per_image']:.1f} nats/image) on {metrics['test_images']} "
             f"test images; trained {metrics.get('objective', '?')}, reverse weight {metrics['reverse_weighting']}")
+    if "test_accuracy_sampled" in metrics:
+        line += (f"; accuracy {metrics['test_accuracy_sampled']:.4f} when classifying by "
+                 f"{metrics['class_samples']} forward samples")
     if "test_reverse_nll" in metrics:
         line += (f"; reverse NLL -log p(x|y) {metrics['test_reverse_nll']:.2f} ± {metrics['test_reverse_nll_stderr']:.2f}"
                  f" nats/image (k={metrics['eval_particles']} importance samples)")

@@ -88,6 +88,10 @@ def test_every_objective_trains(objective, tmp_path, capsys):
     assert m["objective"] == objective and math.isfinite(m["history"][0]["train_loss"])
     assert m["reverse_weighting"] == {"discriminative": "none (no reverse term)", "alternative": "pixel_mean",
                                       "elbo": "elbo", "rws": "rws", "wake_sleep": "wake_sleep"}[objective]
+    code, stdout, err = run_cli(capsys, "evaluate", out)
+    assert code == 0, err
+    sampled = objective in ("elbo", "rws", "wake_sleep")  # these also classify by forward samples
+    assert ("when classifying by 20 forward samples" in stdout) == sampled
 
 
 def test_custom_conv_architecture_and_resume(tmp_path, capsys):
