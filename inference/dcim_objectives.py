@@ -213,37 +213,40 @@ class AlternativeGenerativeLoss(GenerativeLoss):
         return dcim.image_logits(sample, from_layer=k)
 
 
-def class_log_prob(dcim):
-    """The forward model's :math:`\\log q(y \\mid h^{m-1}_i)` of the observed label at each
-    guide sample of the last hidden layer, ``(k, N)``: the wake-phi term that teaches the
-    forward model to classify the data (the guide never samples ``y`` when it is given)."""
+def class_log_prob(dcim, weight: float = 1.0):
+    """``weight`` times the forward model's :math:`\\log q(y \\mid h^{m-1}_i)` of the observed
+    label at each guide sample of the last hidden layer, ``(k, N)``: the wake-phi term that
+    teaches the forward model to classify the data (the guide never samples ``y`` when it is given)."""
     def term(guide_trace, x, y=None, *args, **kwargs):
         m = dcim.n_layers
         h = guide_trace.nodes[f"h{m - 1}"]["value"]
         log_probs = torch.log_softmax(dcim.logits_up(m, h), -1)
         y = dcim.check_labels(y, x.shape[0], "the class term of reweighted wake-sleep")
-        return log_probs.gather(-1, y.expand(log_probs.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        return weight * log_probs.gather(-1, y.expand(log_probs.shape[:-1]).unsqueeze(-1)).squeeze(-1)
     return term
 
 
 def reweighted_wake_sleep(module=None, num_particles: int = 5, insomnia: float = 1.0,
-                          class_term: bool = True) -> ReweightedWakeSleep:
+                          class_weight: float = 1.0) -> ReweightedWakeSleep:
     """Reweighted wake-sleep on the pair (reverse = model, forward = guide, tied weights):
     wake-theta fits :math:`p_{rev}(x, y)`, wake-phi / sleep-phi fit the forward model to
-    its posterior; ``class_term`` adds :math:`\\log q(y \\mid h_i)` of the observed label to
-    wake-phi (without it only dreams teach the forward model to classify)."""
-    if class_term and module is None:
+    its posterior; wake-phi also scores the observed label, :math:`\\log q(y \\mid h_i)`,
+    times ``class_weight`` (0: only dreams teach the forward model to classify; larger
+    values trade the reverse model's fit for accuracy, as the paper's 1/D weighting does)."""
+    if isinstance(class_weight, bool) or not isinstance(class_weight, (int, float)) or not class_weight >= 0:
+        raise SpecError(f"class_weight must be a number >= 0, got {class_weight!r}")
+    if class_weight and module is None:
         raise SpecError("the class term of reweighted wake-sleep needs the DCIM: pass module=dcim")
     if module is not None and module.n_layers < 2:
         raise SpecError("(reweighted) wake-sleep needs a DCIM with at least one hidden layer to sample; this one has none")
     return ReweightedWakeSleep(num_particles=num_particles, insomnia=insomnia, max_plate_nesting=1,
-                               wake_guide_term=class_log_prob(module) if class_term else None)
+                               wake_guide_term=class_log_prob(module, class_weight) if class_weight else None)
 
 
-def wake_sleep(module=None, insomnia: float = 0.0, class_term: bool = True) -> ReweightedWakeSleep:
+def wake_sleep(module=None, insomnia: float = 0.0, class_weight: float = 1.0) -> ReweightedWakeSleep:
     """Classic wake-sleep on the pair: one forward sample per image for wake-theta, the
-    forward model trained on dreams (plus the class term with weight ``insomnia``)."""
-    return reweighted_wake_sleep(module, num_particles=1, insomnia=insomnia, class_term=class_term)
+    forward model trained on dreams (plus wake-phi, with its class term, when ``insomnia > 0``)."""
+    return reweighted_wake_sleep(module, num_particles=1, insomnia=insomnia, class_weight=class_weight)
 
 
 OBJECTIVES = {

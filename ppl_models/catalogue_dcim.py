@@ -77,7 +77,8 @@ class DCIMObjectiveSpec:
     insomnia: Optional[float] = option(None, doc="rws / wake_sleep: weight of wake-phi against sleep-phi in the "
                                        "forward model's gradient, in [0, 1] (None: 1 for rws, 0 for wake_sleep)",
                                        min=0.0, max=1.0)
-    class_term: bool = option(True, doc="rws / wake_sleep: wake-phi also scores the observed label by the forward model")
+    class_weight: float = option(1.0, doc="rws / wake_sleep: weight of the observed label's log q(y | h) in wake-phi "
+                                 "(0: the forward model learns to classify from dreams only)", min=0.0)
 
     def validate(self):
         if self.layer is not None and self.name != "alternative":
@@ -162,9 +163,9 @@ def make_objective(spec, module: DCIM):
         return make_dcim_objective("elbo", num_particles=o.num_particles or 1)
     if o.name == "rws":
         return make_dcim_objective("rws", module=module, num_particles=o.num_particles or 5,
-                                   insomnia=1.0 if o.insomnia is None else o.insomnia, class_term=o.class_term)
+                                   insomnia=1.0 if o.insomnia is None else o.insomnia, class_weight=o.class_weight)
     if o.name == "wake_sleep":
-        return make_dcim_objective("wake_sleep", module=module, insomnia=o.insomnia or 0.0, class_term=o.class_term)
+        return make_dcim_objective("wake_sleep", module=module, insomnia=o.insomnia or 0.0, class_weight=o.class_weight)
     options = {"module": module, "batch_reduction": "sum"}
     if o.name != "discriminative":
         n_pixels = math.prod(module.layer_shapes[0])

@@ -60,8 +60,11 @@ def test_rws_gradient_is_the_posterior_expectation_of_both_directions_and_the_cl
     log_qh_only = log_q - torch.log_softmax(dcim.logits_up(2, binary_states(2)), -1).T[y]
     no_class = -grad_of((posterior * (log_p + log_qh_only)).sum(), dcim)
     assert (no_class - target).abs().max() > 0.1
-    g = draws(make_objective("rws", module=dcim, num_particles=2000, class_term=False), dcim, x, y, reps=20)
+    g = draws(make_objective("rws", module=dcim, num_particles=2000, class_weight=0.0), dcim, x, y, reps=20)
     assert_agrees(g, no_class, atol=5e-3)
+    # a class weight c scales only the label's term: the target is no_class + c * (target - no_class)
+    g = draws(make_objective("rws", module=dcim, num_particles=2000, class_weight=3.0), dcim, x, y, reps=20)
+    assert_agrees(g, no_class + 3.0 * (target - no_class), atol=1e-2)
 
 
 def test_wake_sleep_trains_the_forward_model_on_dreams_of_the_reverse_model():
@@ -90,3 +93,5 @@ def test_wake_sleep_objectives_need_a_hidden_layer_and_the_module():
         make_objective("rws", module=random_dcim([]))
     with pytest.raises(SpecError, match="needs the DCIM"):
         make_objective("wake_sleep")
+    with pytest.raises(SpecError, match="class_weight must be a number >= 0"):
+        make_objective("rws", module=random_dcim([2]), class_weight=-1.0)
