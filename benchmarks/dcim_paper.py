@@ -106,11 +106,11 @@ def fashion_data(n_train=None, threshold=0.5):
 SAMPLING = ("elbo", "rws", "wake_sleep")
 
 
-def objective_for(name, dcim):
+def objective_for(name, dcim, class_weight=1.0):
     if name == "elbo":
         return make_objective("elbo")  # sums over the batch already
     if name in ("rws", "wake_sleep"):
-        return make_objective(name, module=dcim)
+        return make_objective(name, module=dcim, class_weight=class_weight)
     options = {} if name == "discriminative" else {"reverse_weight": "pixel_mean"}
     return make_objective(name, module=dcim, batch_reduction="sum", **options)
 
@@ -188,10 +188,10 @@ def save_samples(dcim, path, title, per_class=10, image_shape=(28, 28)):
     _save(fig, path)
 
 
-def run(name, arch, objective, data, epochs, lr, args):
+def run(name, arch, objective, data, epochs, lr, args, class_weight=1.0):
     torch.manual_seed(0)
     dcim = DCIM(dense_spec([512, 512]) if arch == "dense" else paper_cnn_spec())
-    obj = objective_for(objective, dcim)
+    obj = objective_for(objective, dcim, class_weight)
     vx, vy = data["valid"]
     n_eval = len(vy) if args.eval_all else min(len(vy), 2000)
     history = []
@@ -228,6 +228,8 @@ def run(name, arch, objective, data, epochs, lr, args):
         for split, (x, y) in (("valid", (vx, vy)), ("test", data["test"])):
             result[split]["accuracy_sampled"] = accuracy(dcim, x, y, num_samples=args.class_samples)
         result["class_samples"] = args.class_samples
+        if objective != "elbo":
+            result["class_weight"] = class_weight
     if objective == "alternative":
         result["test"]["alternative_reverse_loss_per_pixel"] = alt_reverse_loss(dcim, data["test"][0])
         result["valid"]["alternative_reverse_loss_per_pixel"] = alt_reverse_loss(dcim, vx)
@@ -251,6 +253,8 @@ def markdown_table(results) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["runs"].items():
         weight = r["reverse_weight"] or ("-" if r["objective"] == "discriminative" else "sampling estimator")
+        if r.get("class_weight", 1.0) != 1.0:
+            weight += f", class weight {r['class_weight']:g}"
         rev = f"{r['test']['reverse_loss_per_pixel']:.3f}"
         if "alternative_reverse_loss_per_pixel" in r["test"]:
             rev += f" (from sampled x^{{m-1}}: {r['test']['alternative_reverse_loss_per_pixel']:.3f})"
@@ -275,6 +279,8 @@ def main(argv=None):
     p.add_argument("--sampling", nargs="*", default=[], choices=SAMPLING,
                    help="also train the dense MNIST pair by these sampling estimators")
     p.add_argument("--sampling-epochs", type=int, default=30)
+    p.add_argument("--rws-class-weights", nargs="*", type=float, default=[],
+                   help="extra rws runs with these weights on the label's term in wake-phi")
     p.add_argument("--skip-paper", action="store_true", help="with --sampling: train only the sampling runs")
     p.add_argument("--nll-particles", type=int, default=100)
     p.add_argument("--class-samples", type=int, default=20,
@@ -327,6 +333,9 @@ def main(argv=None):
         for obj in paper + args.sampling:
             record(f"mnist-dense-{obj}", run(f"mnist-dense-{obj}", "dense", obj, mnist,
                                              args.sampling_epochs if obj in SAMPLING else args.epochs, 1e-3, args))
+        for w in args.rws_class_weights:
+            name = f"mnist-dense-rws-cw{w:g}"
+            record(name, run(name, "dense", "rws", mnist, args.sampling_epochs, 1e-3, args, class_weight=w))
         shown = [f"mnist-dense-{o}" for o in ("discriminative", "generative", *SAMPLING)
                  if f"mnist-dense-{o}" in results["runs"]]
         save_curves(results["runs"], shown,
