@@ -5,11 +5,17 @@ import warnings
 
 import pytest
 import torch
+from pyro.infer import MCMC
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.ops.stats import split_gelman_rubin
 
 from inference.block_gibbs import BlockGibbs
-from inference.mcmc_driver import ChainsNotMixedWarning, chain_diagnostics, run_mcmc
+from inference.mcmc_driver import (
+    ChainsNotMixedWarning,
+    DrawRecorder,
+    chain_diagnostics,
+    run_mcmc,
+)
 from ppl_models.errors import SpecError
 from ppl_models.rbm import RBM
 
@@ -68,6 +74,30 @@ def test_each_vectorised_chain_is_its_own_chain_and_warmup_is_dropped():
     posterior = result.inference_data.posterior
     assert dict(posterior["x"].sizes)["chain"] == 3 and dict(posterior["x"].sizes)["draw"] == 4
     assert float(posterior["x"].values[2, 0, 0]) == 203.0
+
+
+def test_recorded_draws_are_pyros_saved_draws_and_the_kernel_is_left_as_found():
+    kernel = BlockGibbs(RBM(4, 3, weight_scale=1.0), num_chains=5, k=2)
+    start = {name: x.clone() for name, x in kernel.initial_params.items()}
+    torch.manual_seed(1)
+    recorded = run_mcmc(kernel, num_samples=6, warmup_steps=3, save_params=["v"], disable_progbar=True, warn=False)
+    assert set(recorded.samples) == {"v"} and not hasattr(kernel, "save_params")
+    torch.manual_seed(1)
+    kernel.initial_params = start
+    mcmc = MCMC(kernel, num_samples=6, warmup_steps=3, disable_progbar=True)  # Pyro's own saving, every site
+    mcmc.run()
+    saved = mcmc.get_samples()["v"]  # (draws, chains, units)
+    assert torch.equal(recorded.samples["v"], saved.movedim(1, 0))
+
+
+def test_recorder_without_chain_dimension_and_with_unknown_site():
+    recorder = DrawRecorder(3, vectorised=False)
+    for stage, i in (("Warmup", 0), ("Sample", 0), ("Sample", 1), ("Sample", 2)):
+        recorder(None, {"x": torch.tensor([float(i), 1.0 if stage == "Sample" else -1.0])}, stage, i)
+    assert recorder.draws["x"].shape == (1, 3, 2)
+    assert torch.equal(recorder.draws["x"][0], torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]))
+    with pytest.raises(SpecError, match="save_params must name sites"):
+        DrawRecorder(3, ["y"])(None, {"x": torch.zeros(2, 2)}, "Sample", 0)
 
 
 def test_mixed_chains_pass_and_ess_matches_ar1_theory():
