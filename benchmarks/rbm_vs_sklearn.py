@@ -6,21 +6,31 @@ model (784 visible, 500 hidden, weights N(0, 0.01), zero biases), same
 algorithm (PCD-1 with ``batch_size`` persistent chains, plain SGD: no momentum,
 no weight decay), same learning rate, batch size and epochs. Training runs of
 the two are interleaved (others load the same cores) and the ratio of median
-times is reported. Both weight sets are then scored the same way on the test
-split: AIS test log-likelihood (same runs, temperatures and seed for both) and
-scikit-learn's own pseudo-likelihood (``score_samples``, fixed random state).
-Because one PCD run's AIS log-likelihood swings by tens of nats between
-seeds, the same protocol is also run with a hidden layer small enough for
-exact log Z (default 15 units, several seeds): an exact quality comparison.
-Writes ``benchmarks/results/rbm_vs_sklearn.json``.
+times is reported; repeat ``r`` trains both with seed ``r``, so the repeats
+are also independent training runs.
 
-Run: ``python benchmarks/rbm_vs_sklearn.py [--epochs 5] [--repeats 3] [--ais-temperatures 14500]``
+Every trained weight set is then scored the same way on the test split: AIS
+test log-likelihood (same runs, temperatures, base model and AIS seed for
+both) and scikit-learn's own pseudo-likelihood (``score_samples``, fixed
+random state). One AIS estimate can look precise and still be wrong (a
+heavy-tailed weight distribution hides from its own spread), so each model's
+runs are split into ``--ais-groups`` independent groups whose estimates must
+agree, as ``ppl-models evaluate`` does with two halves; and since one PCD
+run's log-likelihood also moves between training seeds, the figures reported
+are means and spreads over the seeds. The same protocol is also run with a
+hidden layer small enough for exact log Z (default 15 units, several seeds):
+an exact quality comparison. Writes ``benchmarks/results/rbm_vs_sklearn.json``.
+
+Run (full, about 15 minutes on 1 thread): ``python benchmarks/rbm_vs_sklearn.py``;
+quick look (about 2 minutes): ``python benchmarks/rbm_vs_sklearn.py --quick``.
+Options: ``--epochs --lr --repeats --ais-runs --ais-groups --ais-temperatures``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -28,8 +38,8 @@ import time
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from sklearn.neural_network import BernoulliRBM
+from threadpoolctl import threadpool_limits
 
 from inference.ais import ais_log_partition, mean_log_likelihood
 from inference.contrastive_divergence import fit
@@ -73,19 +83,40 @@ def sklearn_pseudo_likelihood(rbm: RBM, x: torch.Tensor) -> float:
     return float(scorer.score_samples(x.double().numpy()).mean())
 
 
-def score(rbm, x_train, x_test, args) -> dict:
-    torch.manual_seed(1)
+def score(rbm, x_train, x_test, args, seed=1) -> dict:
+    torch.manual_seed(seed)
     t = time.perf_counter()
     ais = ais_log_partition(rbm, x_train, num_runs=args.ais_runs, num_temperatures=args.ais_temperatures)
     seconds = time.perf_counter() - t
+    # the runs are independent: groups of them are independent estimates of the same log Z
+    groups = [ais.log_weights[i::args.ais_groups] for i in range(args.ais_groups)]
+    group_log_z = [ais.log_z_base + float(torch.logsumexp(g, 0) - math.log(len(g))) for g in groups]
+    spread = max(group_log_z) - min(group_log_z)
     return {
-        "ais_log_z": ais.log_z, "ais_log_z_interval_3sigma": [ais.log_z_lower, ais.log_z_upper],
+        "ais_log_z": ais.log_z, "ais_log_z_std": ais.log_z_std,
+        "ais_log_z_interval_3sigma": [ais.log_z_lower, ais.log_z_upper],
+        "ais_log_z_groups": group_log_z, "ais_group_spread": spread,
+        # the rule of ppl_models.catalogue_rbm: a finite -3 sigma bound and groups within half a nat
+        "ais_stable": bool(ais.log_z_std < 1 / 3 and spread < 0.5),
+        "ais_log_weight_std": float(ais.log_weights.std()),
         "test_log_likelihood": mean_log_likelihood(rbm, x_test, ais.log_z),
         "test_log_likelihood_interval": [mean_log_likelihood(rbm, x_test, ais.log_z_upper),
                                          mean_log_likelihood(rbm, x_test, ais.log_z_lower)],
         "ais_seconds": seconds,
         "sklearn_pseudo_likelihood_test": sklearn_pseudo_likelihood(rbm, x_test),
     }
+
+
+def over_seeds(scores: list) -> dict:
+    """Mean and spread over training seeds of the test log-likelihood and pseudo-likelihood."""
+    out = {}
+    for key in ("test_log_likelihood", "sklearn_pseudo_likelihood_test"):
+        values = [s[key] for s in scores]
+        out[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else float("nan"),
+                    "min": min(values), "max": max(values)}
+    out["ais_group_spread_max"] = max(s["ais_group_spread"] for s in scores)
+    out["ais_all_stable"] = all(s["ais_stable"] for s in scores)
+    return out
 
 
 def exact_quality(x_train, x_test, args) -> dict:
@@ -104,12 +135,15 @@ def exact_quality(x_train, x_test, args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=500)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ais-runs", type=int, default=100)
-    parser.add_argument("--ais-temperatures", type=int, default=14500)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--repeats", type=int, default=3, help="training runs per trainer (seeds 0, 1, ...): timed and each scored")
+    parser.add_argument("--ais-runs", type=int, default=100, help="AIS runs per model")
+    parser.add_argument("--ais-groups", type=int, default=2, help="independent groups of the AIS runs whose estimates must agree")
+    parser.add_argument("--ais-temperatures", type=int, default=30000)
+    parser.add_argument("--quick", action="store_true",
+                        help="a quick look: 5 epochs, 2 repeats, 5000 AIS temperatures, 2 exact seeds (overrides those flags)")
     parser.add_argument("--exact-hidden", type=int, default=15, help="hidden units of the exact-log-likelihood comparison")
     parser.add_argument("--exact-seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
@@ -117,37 +151,59 @@ def main():
                              "were measured 12x slower than 1 while others ran)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "rbm_vs_sklearn.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.repeats, args.ais_temperatures, args.exact_seeds = 5, 2, 5000, 2
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)  # numpy / scikit-learn BLAS alike
     data = load_dataset("mnist5k", binarize="threshold")
     x_train, x_test = data.train.x, data.test.x
     ours_t, sk_t, sk64_t = [], [], []
-    for _ in range(args.repeats):
+    ours_models, sk_models, histories = [], [], []
+    for seed in range(args.repeats):
         t = time.perf_counter()
-        ours, history = train_ours(x_train, args)
+        ours, history = train_ours(x_train, args, seed=seed)
         ours_t.append(time.perf_counter() - t)
         t = time.perf_counter()
-        sk = train_sklearn(x_train, args)
+        sk = train_sklearn(x_train, args, seed=seed)
         sk_t.append(time.perf_counter() - t)
         t = time.perf_counter()
-        train_sklearn(x_train, args, np.float64)  # what a user passing numpy's default dtype gets
+        train_sklearn(x_train, args, np.float64, seed=seed)  # what a user passing numpy's default dtype gets
         sk64_t.append(time.perf_counter() - t)
+        ours_models.append(ours)
+        sk_models.append(sklearn_to_rbm(sk))
+        histories.append(history)
+        print(f"seed {seed}: trained ours {ours_t[-1]:.1f}s, sklearn {sk_t[-1]:.1f}s, float64 {sk64_t[-1]:.1f}s", flush=True)
+    scores = {"ours": [], "sklearn": []}
+    for seed in range(args.repeats):
+        for name, models in (("ours", ours_models), ("sklearn", sk_models)):
+            scores[name].append({"seed": seed, **score(models[seed], x_train, x_test, args, seed=1000 + seed)})
+            s = scores[name][-1]
+            print(f"seed {seed} {name}: AIS test LL {s['test_log_likelihood']:.2f}, log Z groups "
+                  f"{', '.join(f'{z:.2f}' for z in s['ais_log_z_groups'])} ({'stable' if s['ais_stable'] else 'NOT stable'}), "
+                  f"pseudo-likelihood {s['sklearn_pseudo_likelihood_test']:.2f}, AIS {s['ais_seconds']:.0f}s", flush=True)
+    summary = {name: over_seeds(scores[name]) for name in scores}
+    diffs = [o["test_log_likelihood"] - k["test_log_likelihood"] for o, k in zip(scores["ours"], scores["sklearn"])]
+    se = math.sqrt(sum((summary[n]["test_log_likelihood"]["std"] ** 2) / args.repeats for n in summary)) if args.repeats > 1 else float("nan")
     result = {
         "benchmark": "rbm_vs_sklearn",
         "what": f"PCD-1, RBM 784x{args.hidden}, batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, no momentum/decay",
         "data": f"MNIST-5k threshold 0.5: train {x_train.shape[0]}, test {x_test.shape[0]}",
         "repeats": args.repeats, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "ais": {"runs": args.ais_runs, "temperatures": args.ais_temperatures, "schedule": "Salakhutdinov & Murray 2008, scaled",
-                "base": "base-rate RBM from training-data marginals"},
+        "ais": {"runs": args.ais_runs, "groups": args.ais_groups, "temperatures": args.ais_temperatures,
+                "schedule": "Salakhutdinov & Murray 2008, scaled", "base": "base-rate RBM from training-data marginals",
+                "seed": "1000 + training seed, the same for both trainers"},
         "ours_seconds": ours_t, "sklearn_seconds": sk_t,
         "speedup_sklearn_over_ours_median": statistics.median(sk_t) / statistics.median(ours_t),
         "speedup_best_of_repeats": min(sk_t) / min(ours_t),
         "sklearn_float64_seconds": sk64_t,
         "speedup_sklearn_float64_over_ours_median": statistics.median(sk64_t) / statistics.median(ours_t),
         "aim_speedup": 3.0,
-        "ours_history": history,
-        "ours": score(ours, x_train, x_test, args),
-        "sklearn": score(sklearn_to_rbm(sk), x_train, x_test, args),
+        "ours_history_seed0": histories[0],
+        "scores_per_seed": scores,
+        "over_seeds": summary,
+        # ours - sklearn, per seed; its standard error from the two trainers' spreads over seeds
+        "test_log_likelihood_difference": {"per_seed": diffs, "mean": statistics.mean(diffs), "stderr": se},
+        "aim_quality": "ours' mean AIS test log-likelihood and pseudo-likelihood equal to or above sklearn's",
         "exact_test_log_likelihood_small_rbm": exact_quality(x_train, x_test, args),
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -157,10 +213,13 @@ def main():
           f"speedup {result['speedup_sklearn_over_ours_median']:.2f}x median / {result['speedup_best_of_repeats']:.2f}x best (aim >= 3); "
           f"sklearn on float64 {statistics.median(sk64_t):.2f}s, speedup {result['speedup_sklearn_float64_over_ours_median']:.2f}x")
     for name in ("ours", "sklearn"):
-        s = result[name]
-        print(f"{name}: AIS test log-likelihood {s['test_log_likelihood']:.2f} "
-              f"[{s['test_log_likelihood_interval'][0]:.2f}, {s['test_log_likelihood_interval'][1]:.2f}] nats, "
-              f"sklearn pseudo-likelihood {s['sklearn_pseudo_likelihood_test']:.2f}, AIS {s['ais_seconds']:.0f}s")
+        ll, pl = summary[name]["test_log_likelihood"], summary[name]["sklearn_pseudo_likelihood_test"]
+        print(f"{name} over {args.repeats} seeds: AIS test log-likelihood {ll['mean']:.2f} (std {ll['std']:.2f}, "
+              f"range {ll['min']:.2f} .. {ll['max']:.2f}), pseudo-likelihood {pl['mean']:.2f} (std {pl['std']:.2f}); "
+              f"AIS group spread <= {summary[name]['ais_group_spread_max']:.2f} nats, "
+              f"{'all stable' if summary[name]['ais_all_stable'] else 'NOT all stable'}")
+    d = result["test_log_likelihood_difference"]
+    print(f"ours - sklearn: {d['mean']:.2f} ± {d['stderr']:.2f} nats (per seed {', '.join(f'{x:.2f}' for x in diffs)})")
     e = result["exact_test_log_likelihood_small_rbm"]
     print(f"784x{e['hidden']} exact test log-likelihood over seeds {e['seeds']}: ours {e['ours']} (mean {e['ours_mean']:.2f}), "
           f"sklearn {e['sklearn']} (mean {e['sklearn_mean']:.2f})")
