@@ -74,7 +74,7 @@ def test_wake_sleep_trains_the_forward_model_on_dreams_of_the_reverse_model():
     x, y = x.expand(n, 3), y.expand(n)
     hs, xs = binary_states(2), binary_states(3)
     # wake: one forward sample h ~ q(h | x) scores log p_rev(y, h, x)
-    log_p, log_q = log_terms(dcim, x[:1], y[:1], hs)
+    log_p, _ = log_terms(dcim, x[:1], y[:1], hs)
     q_h = tdist.Bernoulli(logits=dcim.logits_up(1, x[:1])[:, None, :]).log_prob(hs).sum(-1).exp().detach()
     wake = -n * grad_of((q_h * log_p).sum(), dcim)
     # sleep: E over dreams (y, h, x) ~ p_rev of log q(h, y | x), enumerated over all 2 x 4 x 8 states
