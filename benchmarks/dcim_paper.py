@@ -105,11 +105,12 @@ def fashion_data(n_train=None, threshold=0.5):
 SAMPLING = ("elbo", "rws", "wake_sleep")
 
 
-def objective_for(name, dcim, class_weight=1.0):
+def objective_for(name, dcim, class_weight=1.0, insomnia=None):
     if name == "elbo":
         return make_objective("elbo")  # sums over the batch already
     if name in ("rws", "wake_sleep"):
-        return make_objective(name, module=dcim, class_weight=class_weight)
+        options = {} if insomnia is None else {"insomnia": insomnia}
+        return make_objective(name, module=dcim, class_weight=class_weight, **options)
     options = {} if name == "discriminative" else {"reverse_weight": "pixel_mean"}
     return make_objective(name, module=dcim, batch_reduction="sum", **options)
 
@@ -187,10 +188,10 @@ def save_samples(dcim, path, title, per_class=10, image_shape=(28, 28)):
     _save(fig, path)
 
 
-def run(name, arch, objective, data, epochs, lr, args, class_weight=1.0):
+def run(name, arch, objective, data, epochs, lr, args, class_weight=1.0, insomnia=None):
     torch.manual_seed(0)
     dcim = DCIM(dense_spec([512, 512]) if arch == "dense" else paper_cnn_spec())
-    obj = objective_for(objective, dcim, class_weight)
+    obj = objective_for(objective, dcim, class_weight, insomnia)
     vx, vy = data["valid"]
     n_eval = len(vy) if args.eval_all else min(len(vy), 2000)
     history = []
@@ -229,6 +230,7 @@ def run(name, arch, objective, data, epochs, lr, args, class_weight=1.0):
         result["class_samples"] = args.class_samples
         if objective != "elbo":
             result["class_weight"] = class_weight
+            result["insomnia"] = insomnia if insomnia is not None else (1.0 if objective == "rws" else 0.0)
     if objective == "alternative":
         result["test"]["alternative_reverse_loss_per_pixel"] = alt_reverse_loss(dcim, data["test"][0])
         result["valid"]["alternative_reverse_loss_per_pixel"] = alt_reverse_loss(dcim, vx)
@@ -254,6 +256,8 @@ def markdown_table(results) -> str:
         weight = r["reverse_weight"] or ("-" if r["objective"] == "discriminative" else "sampling estimator")
         if r.get("class_weight", 1.0) != 1.0:
             weight += f", class weight {r['class_weight']:g}"
+        if r["objective"] == "rws" and r.get("insomnia", 1.0) != 1.0:
+            weight += f", insomnia {r['insomnia']:g}"
         rev = f"{r['test']['reverse_loss_per_pixel']:.3f}"
         if "alternative_reverse_loss_per_pixel" in r["test"]:
             rev += f" (from sampled x^{{m-1}}: {r['test']['alternative_reverse_loss_per_pixel']:.3f})"
@@ -280,6 +284,8 @@ def main(argv=None):
     p.add_argument("--sampling-epochs", type=int, default=30)
     p.add_argument("--rws-class-weights", nargs="*", type=float, default=[],
                    help="extra rws runs with these weights on the label's term in wake-phi")
+    p.add_argument("--rws-insomnia", nargs="*", type=float, default=[],
+                   help="extra rws runs with these shares of wake-phi (the rest sleep-phi)")
     p.add_argument("--skip-paper", action="store_true", help="with --sampling: train only the sampling runs")
     p.add_argument("--nll-particles", type=int, default=100)
     p.add_argument("--class-samples", type=int, default=20,
@@ -335,6 +341,9 @@ def main(argv=None):
         for w in args.rws_class_weights:
             name = f"mnist-dense-rws-cw{w:g}"
             record(name, run(name, "dense", "rws", mnist, args.sampling_epochs, 1e-3, args, class_weight=w))
+        for a in args.rws_insomnia:
+            name = f"mnist-dense-rws-insomnia{a:g}"
+            record(name, run(name, "dense", "rws", mnist, args.sampling_epochs, 1e-3, args, insomnia=a))
         shown = [f"mnist-dense-{o}" for o in ("discriminative", "generative", *SAMPLING)
                  if f"mnist-dense-{o}" in results["runs"]]
         save_curves(results["runs"], shown,

@@ -105,6 +105,18 @@ def test_custom_conv_architecture_and_resume(tmp_path, capsys):
     assert code == 0 and m["resumed_from_epoch"] == 1 and len(m["history"]) == 2
 
 
+def test_rws_run_resumed_after_an_epoch_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path, capsys):
+    # RWS draws forward samples and dreams every step: the resumed run must continue the same random streams
+    args = ["train", "dcim", *TINY, "--objective", "rws", "--set", "objective.insomnia=0.5"]
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    assert run_cli(capsys, *args, "--epochs", "2", "--out", whole)[0] == 0
+    assert run_cli(capsys, *args, "--epochs", "1", "--out", split)[0] == 0
+    assert run_cli(capsys, *args, "--epochs", "2", "--out", split)[0] == 0
+    a = torch.load(os.path.join(whole, "model.pt"), weights_only=False)
+    b = torch.load(os.path.join(split, "model.pt"), weights_only=False)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cnn_resolves_the_paper_shapes_on_mnist_sized_images():
     spec = catalogue.make_spec("dcim", overrides=["model.arch=cnn"])
     data = SimpleNamespace(train=SimpleNamespace(x=torch.zeros(3, 784), y=torch.tensor([0, 9, 4])),
