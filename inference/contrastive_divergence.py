@@ -71,7 +71,8 @@ class CDConfig:
     sparsity_target: Optional[float] = option(None, doc="target mean activation of each hidden unit", min_exclusive=0.0)
     sparsity_cost: float = option(0.1, doc="weight of the sparsity penalty", min=0.0)
     sparsity_decay: float = option(0.9, doc="decay of the running mean activation", min=0.0)
-    monitor_size: int = option(1000, doc="training points scored by the per-epoch monitors", min=1)
+    monitor_size: int = option(1000, doc="training points scored by the per-epoch monitors (reconstruction error, "
+                               "pseudo-likelihood); 0 turns them off, e.g. for timing", min=0)
     seed: Optional[int] = option(None, doc="seed torch's RNG at the start of a fresh run")
 
     def validate(self):
@@ -265,7 +266,10 @@ def _epoch_metrics(model, monitor, epoch: int, binary: bool, lr: float) -> dict:
             raise PPLModelsError(
                 f"training diverged in epoch {epoch + 1}: parameter {name} is not finite; lower the learning rate (lr={lr:g})"
             )
-    metrics = {"epoch": epoch + 1, "lr": lr, "recon_error": reconstruction_error(model, monitor)}
+    metrics = {"epoch": epoch + 1, "lr": lr}
+    if monitor.shape[0] == 0:  # monitors off (monitor_size=0)
+        return metrics
+    metrics["recon_error"] = reconstruction_error(model, monitor)
     if binary:
         # a fixed generator per epoch keeps the monitor off the training RNG stream (exact resume)
         gen = torch.Generator(device=monitor.device).manual_seed(epoch)

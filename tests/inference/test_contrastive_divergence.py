@@ -108,6 +108,19 @@ def test_monitors_on_known_cases():
     assert pseudo_log_likelihood(rbm, v) == pytest.approx(3 * torch.log(torch.tensor(0.5)).item())
 
 
+def test_monitors_can_be_turned_off_without_changing_training():
+    # the monitors draw from their own generator, so switching them off must not move the training stream
+    runs = {}
+    for size in (0, 50):
+        torch.manual_seed(0)
+        model = RBM(6, 3, weight_scale=0.1)
+        result = fit(model, _tiny_data(), {"epochs": 2, "seed": 3, "monitor_size": size}, progress=False)
+        runs[size] = (model, result.history)
+    (off, off_history), (on, on_history) = runs[0], runs[50]
+    assert all(torch.equal(a, b) for a, b in zip(off.parameters(), on.parameters()))
+    assert set(off_history[0]) == {"epoch", "lr"} and {"recon_error", "pseudo_ll"} <= set(on_history[0])
+
+
 def test_bad_input_gives_one_line_errors():
     rbm = RBM(6, 4)
     cases = [
