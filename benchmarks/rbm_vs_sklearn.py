@@ -25,7 +25,8 @@ Run (full, about 15 minutes on 1 thread): ``python benchmarks/rbm_vs_sklearn.py`
 quick look (about 2 minutes): ``python benchmarks/rbm_vs_sklearn.py --quick``.
 Also times a plain PyTorch PCD-1 loop (the yardstick our trainer should match,
 its pseudo-likelihood reported) and the training run's matrix products alone (the
-floor no trainer can beat, hence the largest speedup over scikit-learn possible). Options: ``--epochs --lr --repeats --ais-runs --ais-groups --ais-temperatures``.
+floor no trainer can beat, hence the largest speedup over scikit-learn possible).
+Options: ``--epochs --lr --repeats --ais-runs --ais-groups --ais-temperatures``.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def train_ours(x, args, hidden=None, seed=0):
               "weight_decay": 0.0, "k": 1, "persistent": True, "seed": seed,
               # timed like scikit-learn's fit, which monitors nothing (verbose=0)
               "monitor_size": 0}
-    result = fit(rbm, x, config, progress=False)
-    return rbm, result.history
+    fit(rbm, x, config, progress=False)
+    return rbm
 
 
 def train_plain(x, args, hidden=None, seed=0) -> RBM:
@@ -179,7 +180,7 @@ def exact_quality(x_train, x_test, args) -> dict:
     """Same protocol with a hidden layer small enough for exact log Z: test log-likelihood without AIS noise."""
     out = {"hidden": args.exact_hidden, "seeds": list(range(args.exact_seeds)), "ours": [], "sklearn": []}
     for seed in out["seeds"]:
-        ours, _ = train_ours(x_train, args, hidden=args.exact_hidden, seed=seed)
+        ours = train_ours(x_train, args, hidden=args.exact_hidden, seed=seed)
         sk = sklearn_to_rbm(train_sklearn(x_train, args, hidden=args.exact_hidden, seed=seed))
         for name, rbm in (("ours", ours), ("sklearn", sk)):
             out[name].append(mean_log_likelihood(rbm, x_test, float(log_partition(rbm))))
@@ -217,7 +218,7 @@ def main():
     ours_models, sk_models, plain_pl = [], [], []
     for seed in range(args.repeats):
         t = time.perf_counter()
-        ours, _ = train_ours(x_train, args, seed=seed)
+        ours = train_ours(x_train, args, seed=seed)
         ours_t.append(time.perf_counter() - t)
         t = time.perf_counter()
         plain = train_plain(x_train, args, seed=seed)
@@ -269,7 +270,6 @@ def main():
         "gemm_floor_seconds": floor_t,
         "gemm_gflops_per_second_median": gflops / statistics.median(floor_t),
         "ours_over_gemm_floor_time_median": statistics.median(ours_t) / statistics.median(floor_t),
-        "sklearn_over_gemm_floor_time_median": statistics.median(sk_t) / statistics.median(floor_t),
         "best_possible_speedup_over_sklearn": statistics.median(sk_t) / statistics.median(floor_t),
         "scores_per_seed": scores,
         "over_seeds": summary,
@@ -287,7 +287,7 @@ def main():
     print(f"plain PyTorch PCD loop {statistics.median(plain_t):.2f}s: sklearn / plain {result['speedup_sklearn_over_plain_pytorch_median']:.2f}x, "
           f"ours / plain {result['ours_over_plain_pytorch_time_median']:.2f}x the time")
     print(f"the matrix products alone {statistics.median(floor_t):.2f}s ({result['gemm_gflops_per_second_median']:.0f} GFLOP/s): "
-          f"ours {result['ours_over_gemm_floor_time_median']:.2f}x, sklearn {result['sklearn_over_gemm_floor_time_median']:.2f}x that time, "
+          f"ours {result['ours_over_gemm_floor_time_median']:.2f}x, sklearn {result['best_possible_speedup_over_sklearn']:.2f}x that time, "
           f"so no trainer can be more than {result['best_possible_speedup_over_sklearn']:.2f}x faster than sklearn here")
     for name in ("ours", "sklearn"):
         ll, pl = summary[name]["test_log_likelihood"], summary[name]["sklearn_pseudo_likelihood_test"]
