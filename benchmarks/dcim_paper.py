@@ -55,7 +55,7 @@ from inference.svi_driver import fit  # noqa: E402
 from ppl_models.data import load_dataset  # noqa: E402
 from ppl_models.data.mnist5k import mnist5k_path, read_mnist5k  # noqa: E402
 from ppl_models.dcim import DCIM, dense_spec, paper_cnn_spec  # noqa: E402
-from ppl_models.fileio import write_bytes_atomic  # noqa: E402
+from inference.fileio import write_bytes_atomic  # noqa: E402
 from ppl_models.plots import image_grid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

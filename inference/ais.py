@@ -41,7 +41,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 from .block_gibbs import bernoulli_draw
 

@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 __all__ = ["BlockGibbs", "TwoBlockEnergy", "bernoulli_draw", "check_k"]
 

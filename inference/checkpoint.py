@@ -16,9 +16,9 @@ import random
 import numpy as np
 import torch
 
-from ppl_models.errors import CheckpointError
-from ppl_models.fileio import write_bytes_atomic as _write_atomic
-from ppl_models.fileio import write_json_atomic  # noqa: F401  (re-exported)
+from .errors import CheckpointError
+from .fileio import write_bytes_atomic as _write_atomic
+from .fileio import write_json_atomic
 
 
 def save_atomic(obj, path: str) -> None:

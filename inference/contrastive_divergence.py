@@ -42,7 +42,7 @@ from typing import Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ppl_models.errors import CheckpointError, DataError, PPLModelsError, SpecError
+from .errors import CheckpointError, DataError, PPLModelsError, SpecError
 from ppl_models.specs import from_dict, option, to_dict
 
 from .block_gibbs import BlockGibbs, bernoulli_draw

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from pyro.infer import ELBO, TraceGraph_ELBO
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 from .reweighted_wake_sleep import ReweightedWakeSleep
 

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 from .dcim_objectives import image_nll
 

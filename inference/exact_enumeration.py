@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 __all__ = ["MAX_ENUMERATED_UNITS", "binary_states", "log_partition", "log_prob"]
 

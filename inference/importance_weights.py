@@ -21,7 +21,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 PARTICLE_PLATE = "_num_particles_vectorized"
 

@@ -35,7 +35,7 @@ from pyro.infer import ELBO
 from pyro.infer.util import is_validation_enabled
 from pyro.util import warn_if_nan
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 from .importance_weights import log_importance_weights
 

@@ -28,7 +28,7 @@ import torch
 from pyro.infer import MCMC
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 __all__ = ["ChainsNotMixedWarning", "DrawRecorder", "MCMCResult", "chain_diagnostics", "run_mcmc", "to_inference_data"]
 

@@ -48,7 +48,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.util import warn_if_nan
 
-from ppl_models.errors import SpecError
+from .errors import SpecError
 
 from .importance_weights import latent_log_prob
 from .iwae_elbo import IWAEELBO

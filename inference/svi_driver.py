@@ -29,16 +29,13 @@ import pyro
 import torch
 from tqdm import tqdm
 
-from ppl_models.data.loader import make_loader
-from ppl_models.errors import PPLModelsError, SpecError
+from .minibatches import make_loader
+from .devices import resolve_device
+from .errors import SpecError, TrainingDiverged
 
 from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 
 SCHEDULES = ("constant", "exponential", "cosine")
-
-
-class TrainingDiverged(PPLModelsError, FloatingPointError):
-    """The objective became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -49,19 +46,6 @@ class FitResult:
     best_epoch: Optional[int] = None
     stopped_early: bool = False
     resumed_from: Optional[int] = None
-
-
-def resolve_device(device: Optional[str]) -> torch.device:
-    """``None`` / ``"auto"``: CUDA when present, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise SpecError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpecError(f"device {device!r} requested but CUDA is not available on this machine")
-    return dev
 
 
 def _make_optimizer(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:

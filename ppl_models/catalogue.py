@@ -28,7 +28,7 @@ import torch
 
 from . import catalogue_dcim, catalogue_rbm, catalogue_vae
 from .errors import CheckpointError, SpecError
-from .fileio import write_json_atomic
+from inference.fileio import write_json_atomic
 from .run_spec import RESUMABLE_CHANGES
 from .specs import apply_overrides, describe, from_dict, to_dict
 
@@ -176,7 +176,7 @@ def load(directory: str) -> TrainedModel:
 
 def train(spec, out_dir: str, progress: bool = True, log=print) -> dict:
     """Train ``spec`` into ``out_dir`` (resuming a killed run), evaluate, plot; return the metrics."""
-    from inference.svi_driver import resolve_device
+    from inference.devices import resolve_device
 
     glue = family(spec.family).glue
     data = glue.load_data(spec)

@@ -30,7 +30,8 @@ from inference.dcim_objectives import make_objective as make_dcim_objective
 from inference.dcim_objectives import reverse_weight_value
 from inference.dcim_queries import accuracy, generate, reverse_loss
 from inference.log_likelihood import log_likelihood
-from inference.svi_driver import fit, resolve_device
+from inference.devices import resolve_device
+from inference.svi_driver import fit
 
 from .data import load_dataset
 from .dcim import DCIM, DCIMLayer, DCIMSpec, dense_spec, paper_cnn_spec

@@ -47,7 +47,7 @@ from inference.block_gibbs import BlockGibbs, check_k
 from inference.checkpoint import save_trained
 from inference.contrastive_divergence import fit, pseudo_log_likelihood, reconstruction_error
 from inference.exact_enumeration import MAX_ENUMERATED_UNITS, log_partition
-from inference.svi_driver import resolve_device
+from inference.devices import resolve_device
 
 from .data import BINARIZE_OPTIONS, DATASETS, check_binary, load_dataset
 from .errors import DataError, SpecError

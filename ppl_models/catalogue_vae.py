@@ -17,7 +17,8 @@ from inference.iwae_elbo import IWAEELBO
 from inference.log_likelihood import log_likelihood
 from inference.multi_sample_elbo import MultiSampleELBO
 from inference.queries import sample_model
-from inference.svi_driver import fit, resolve_device
+from inference.devices import resolve_device
+from inference.svi_driver import fit
 
 from .data import check_binary, load_dataset
 from .errors import DataError, SpecError

@@ -1,23 +1,10 @@
-"""User-facing errors.
+"""The user-facing errors, re-exported from :mod:`inference.errors`.
 
-Every error a user can cause by what they pass in (a file, a spec, a flag) is
-one of these: the CLI prints its message on one line and exits non-zero, with
-no traceback. Messages name the thing that is wrong, the value found, and what
-was expected.
+They live on the inference side so that :mod:`inference` needs nothing of
+:mod:`ppl_models` (the package edges run one way); model files raise them by
+this name.
 """
 
+from inference.errors import CheckpointError, DataError, PPLModelsError, SpecError, TrainingDiverged
 
-class PPLModelsError(Exception):
-    """Base class of every error that is the user's input, not our bug."""
-
-
-class SpecError(PPLModelsError, ValueError):
-    """A model spec or option is unknown, ill-typed or out of range."""
-
-
-class DataError(PPLModelsError, ValueError):
-    """A data file is missing, corrupt, or holds data of the wrong shape or values."""
-
-
-class CheckpointError(PPLModelsError, RuntimeError):
-    """A checkpoint or model directory cannot be used (corrupt, or another model's)."""
+__all__ = ["PPLModelsError", "SpecError", "DataError", "CheckpointError", "TrainingDiverged"]

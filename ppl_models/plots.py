@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure  # no pyplot: works headless and leaves the user's backend alone
 
-from .fileio import write_bytes_atomic
+from inference.fileio import write_bytes_atomic
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize=(5, 3.2), **subplots_kw):

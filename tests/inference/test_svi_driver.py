@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-import ppl_models.fileio as fileio
+import inference.fileio as fileio
 from inference.iwae_elbo import IWAEELBO
 from inference.svi_driver import TrainingDiverged, fit
 from ppl_models.data import DynamicBinarization
