@@ -1,6 +1,6 @@
 """The DCIM paper's experiments (Flach, Shekhovtsov & Fikar 2017) on the data we have.
 
-Runs, each trained by the shared SVI driver (:func:`inference.svi_driver.fit`)
+Runs, each trained by the shared SVI driver (:func:`inference.training.fit`)
 with Adam, batch 100, images binarised at grey level > 0.5:
 
 - ``mnist-dense-*``: dense 784-512-512-10 sigmoid net, discriminative vs
@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from inference.dcim_objectives import make_objective  # noqa: E402
 from inference.dcim_queries import accuracy, generate, reverse_loss  # noqa: E402
 from inference.log_likelihood import log_likelihood  # noqa: E402
-from inference.svi_driver import fit  # noqa: E402
+from inference.training import PyroObjective, fit  # noqa: E402
 from ppl_models.data import load_dataset  # noqa: E402
 from ppl_models.data.mnist5k import mnist5k_path, read_mnist5k  # noqa: E402
 from ppl_models.dcim import DCIM, dense_spec, paper_cnn_spec  # noqa: E402
@@ -212,7 +212,7 @@ def run(name, arch, objective, data, epochs, lr, args, class_weight=1.0, insomni
               f"rev {row['valid_reverse_loss_per_pixel']:.4f} ({row['seconds']:.1f}s)", flush=True)
 
     started = time.perf_counter()
-    fit(dcim.model, dcim.guide, obj, data["train"], module=dcim, epochs=epochs, batch_size=100, lr=lr,
+    fit(PyroObjective(obj, dcim.model, dcim.guide), data["train"], module=dcim, epochs=epochs, batch_size=100, lr=lr,
         seed=0, device="cpu", progress=False, on_epoch_end=on_epoch_end)
     seconds = time.perf_counter() - started
     dcim.eval()

@@ -37,7 +37,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppl_models import catalogue  # noqa: E402
-from ppl_models.catalogue_rbm import evaluate  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -58,12 +57,12 @@ def ais_repeats(out: str, temperatures: list[int], seeds: list[int], runs: int) 
     """Independent AIS evaluations of one trained model: the first number of temperatures with
     every seed, each larger one once (with a seed of its own)."""
     trained = catalogue.load(out)
-    data = trained.glue.load_data(trained.spec)
+    data = trained.family.load_data(trained.spec)
     rows = []
     pairs = [(temperatures[0], s) for s in seeds] + [(t, 100 + i) for i, t in enumerate(temperatures[1:])]
     for temps, seed in pairs:
         if True:
-            m = evaluate(trained, data, num_particles=runs, num_temperatures=temps, seed=seed)
+            m = trained.family.evaluate(trained, data, num_particles=runs, num_temperatures=temps, seed=seed)
             rows.append({k: m.get(k) for k in (
                 "ais_runs", "ais_temperatures", "ais_log_z", "ais_log_z_std", "ais_log_z_halves", "ais_seconds",
                 "test_log_likelihood", "test_log_likelihood_stderr", "test_log_likelihood_interval",

@@ -45,8 +45,9 @@ from sklearn.neural_network import BernoulliRBM
 from threadpoolctl import threadpool_limits
 
 from inference.ais import ais_log_partition, mean_log_likelihood
-from inference.contrastive_divergence import fit
+from inference.contrastive_divergence import ContrastiveDivergence
 from inference.exact_enumeration import log_partition
+from inference.training import fit
 from ppl_models.data import load_dataset
 from ppl_models.rbm import RBM
 
@@ -54,11 +55,9 @@ from ppl_models.rbm import RBM
 def train_ours(x, args, hidden=None, seed=0):
     torch.manual_seed(seed)
     rbm = RBM(784, hidden or args.hidden, weight_scale=0.01)
-    config = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "momentum": 0.0,
-              "weight_decay": 0.0, "k": 1, "persistent": True, "seed": seed,
-              # timed like scikit-learn's fit, which monitors nothing (verbose=0)
-              "monitor_size": 0}
-    fit(rbm, x, config, progress=False)
+    # through the shared driver, timed like scikit-learn's fit, which monitors nothing (verbose=0)
+    fit(ContrastiveDivergence(rbm, k=1, persistent=True), (x,), module=rbm, epochs=args.epochs,
+        batch_size=args.batch_size, optimizer="sgd", lr=args.lr, seed=seed, progress=False)
     return rbm
 
 
@@ -153,7 +152,7 @@ def score(rbm, x_train, x_test, args, seed=1) -> dict:
         "ais_log_z": ais.log_z, "ais_log_z_std": ais.log_z_std,
         "ais_log_z_interval_3sigma": [ais.log_z_lower, ais.log_z_upper],
         "ais_log_z_groups": group_log_z, "ais_group_spread": spread,
-        # the rule of ppl_models.catalogue_rbm: a finite -3 sigma bound and groups within half a nat
+        # the rule of inference.ais (estimate_is_stable): a finite -3 sigma bound and groups within half a nat
         "ais_stable": bool(ais.log_z_std < 1 / 3 and spread < 0.5),
         "ais_log_weight_std": float(ais.log_weights.std()),
         "test_log_likelihood": mean_log_likelihood(rbm, x_test, ais.log_z),

@@ -22,7 +22,7 @@ import torch
 import torch.distributions as D
 
 from inference.iwae_elbo import IWAEELBO
-from inference.svi_driver import fit
+from inference.training import PyroObjective, fit
 from ppl_models.data import load_dataset
 from ppl_models.vae import VAE, VAEArchitecture
 
@@ -62,12 +62,12 @@ def main():
     objective = IWAEELBO(num_particles=1)
     ours, plain, fused = [], [], []
     # warm-up both once
-    fit(ours_vae.model, ours_vae.guide, objective, (x,), module=ours_vae, epochs=1, batch_size=args.batch_size, progress=False)
+    fit(PyroObjective(objective, ours_vae.model, ours_vae.guide), (x,), module=ours_vae, epochs=1, batch_size=args.batch_size, progress=False)
     plain_epoch(plain_vae, plain_opt, x, args.batch_size, gen)
     plain_epoch(fused_vae, fused_opt, x, args.batch_size, gen)
     for r in range(args.repeats):
         t = time.perf_counter()
-        fit(ours_vae.model, ours_vae.guide, objective, (x,), module=ours_vae, epochs=1, batch_size=args.batch_size,
+        fit(PyroObjective(objective, ours_vae.model, ours_vae.guide), (x,), module=ours_vae, epochs=1, batch_size=args.batch_size,
             seed=r, progress=False)
         ours.append(time.perf_counter() - t)
         t = time.perf_counter()

@@ -1,32 +1,27 @@
-r"""Annealed importance sampling (AIS) for the log partition function of an RBM.
+r"""Annealed importance sampling (AIS) for the log partition function of an energy model.
 
-Following Salakhutdinov & Murray (2008), the chain of distributions runs from
-a *base-rate* model :math:`p_A` with no hidden interactions (visible biases from
-the data's marginals) to the RBM :math:`p_B`, through
+AIS (Neal 2001) anneals from a tractable base model :math:`p_A` (normaliser
+:math:`Z_A` known) to the model :math:`p_B` through unnormalised densities
+:math:`f_\beta`, :math:`0 = \beta_0 < \beta_1 < \dots < \beta_K = 1`, each
+with a transition :math:`T_\beta` that leaves it invariant. With
+:math:`v^{(1)} \sim p_A` and :math:`v^{(k+1)} \sim T_{\beta_k}(v^{(k)})`, the
+importance weight of a run is
 
 .. math::
 
-    f_\beta(v) = (1-\beta) \log p_A^*(v) - \beta\, E_v(v)
-                 + \sum_j \operatorname{softplus}\big(\beta\, x_j(v)\big),
-    \qquad 0 = \beta_0 < \beta_1 < \dots < \beta_K = 1,
+    \log w = \sum_{k=1}^{K} f_{\beta_k}(v^{(k)}) - f_{\beta_{k-1}}(v^{(k)}),
+    \qquad \hat Z_B = Z_A \cdot \operatorname{mean}(w) \text{ (unbiased)}.
 
-where :math:`E_v` is the part of the energy depending on :math:`v` alone
-(``visible_energy``) and :math:`x_j(v)` the input of hidden unit :math:`j`
-(``hidden_logits``). Each :math:`f_\beta` is itself an RBM with weights scaled
-by :math:`\beta`, so the transition at :math:`\beta_k` is one block-Gibbs
-sweep of that RBM. With :math:`v^{(1)} \sim p_A` and
-:math:`v^{(k+1)} \sim T_k(v^{(k)})`, the importance weight of a run is
-:math:`\log w = \sum_{k=1}^{K} f_{\beta_k}(v^{(k)}) - f_{\beta_{k-1}}(v^{(k)})`, and
-:math:`\hat Z_B = Z_A \cdot \operatorname{mean}(w)` is unbiased.
+This module is the algorithm only, written against
+:class:`inference.energy.AnnealableEnergy`: the model supplies the base model
+fitted to the data (``base_rate``) and the path (``annealing_path``: its
+:math:`\log Z_A`, draws from :math:`p_A`, and per temperature the log-weight
+increment with the next state). For RBMs that is Salakhutdinov & Murray's
+base-rate path, :class:`ppl_models.rbm.BaseRateAnnealingPath`.
 
-Binary visible units: :math:`\log p_A^*(v) = b_A^\top v` with
-:math:`b_A = \operatorname{logit}` of the smoothed data means. Gaussian visible
-units: :math:`\log p_A^*(v) = -\sum_i (v_i - m_i)^2 / 2 s_i^2` with the data
-mean :math:`m` and the model's own :math:`s`, so every intermediate keeps the
-variances :math:`s^2` and :math:`v \mid h` is
-:math:`\mathcal N((1-\beta) m + \beta\,\text{visible\_mean}(h), s^2)`.
-:math:`\log Z_A` includes :math:`H \log 2` for the hidden units at
-:math:`\beta = 0`.
+The runs can be split into independent *groups* run one after the other: the
+estimate uses every run, and groups that disagree flag an estimate that its
+own spread does not (a heavy-tailed weight distribution rarely hides from both).
 
 Reference: R. Salakhutdinov, I. Murray, "On the quantitative analysis of deep
 belief networks", ICML 2008; R. Neal, "Annealed importance sampling",
@@ -39,25 +34,28 @@ import dataclasses
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .errors import SpecError
 
-from .block_gibbs import bernoulli_draw
+__all__ = ["AISResult", "ais_log_partition", "base_rate_visible", "default_schedule", "estimate_is_stable",
+           "mean_log_likelihood"]
 
-__all__ = ["AISResult", "ais_log_partition", "base_rate_visible", "default_schedule", "mean_log_likelihood"]
+#: groups whose estimates differ by this much or more (nats) make an estimate unstable
+GROUP_AGREEMENT_NATS = 0.5
 
 
 @dataclasses.dataclass
 class AISResult:
-    """:ivar float log_z: the estimate :math:`\\log \\hat Z`.
+    """:ivar float log_z: the estimate :math:`\\log \\hat Z` from all runs.
     :ivar float log_z_std: standard deviation of :math:`\\log \\hat Z` (delta method:
         std of the weights / (sqrt(runs) * mean weight)).
     :ivar float log_z_lower: :math:`\\log(\\hat Z - 3\\hat\\sigma)` (-inf when that is <= 0), Salakhutdinov & Murray's interval.
     :ivar float log_z_upper: :math:`\\log(\\hat Z + 3\\hat\\sigma)`.
-    :ivar torch.Tensor log_weights: per run.
+    :ivar torch.Tensor log_weights: per run (float64), the groups one after the other.
     :ivar float log_z_base: :math:`\\log Z_A`.
     :ivar int num_temperatures: :math:`K + 1`.
+    :ivar list group_log_z: each group's own estimate of :math:`\\log Z` (one entry when ``groups=1``).
+    :ivar bool stable: see :func:`estimate_is_stable`.
     """
 
     log_z: float
@@ -67,6 +65,8 @@ class AISResult:
     log_weights: torch.Tensor
     log_z_base: float
     num_temperatures: int
+    group_log_z: list[float]
+    stable: bool
 
 
 def default_schedule(num_temperatures: int = 14500, *, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,75 +100,66 @@ def _check_schedule(betas) -> torch.Tensor:
     return betas
 
 
-@torch.no_grad()
 def base_rate_visible(model, data: torch.Tensor | None, smoothing: float = 0.05) -> torch.Tensor:
-    """The base-rate model's visible parameter: logits of smoothed data means (binary) or the data mean (Gaussian).
+    """``model.base_rate(data, smoothing)`` after checking that ``data`` are states of the model
+    (``validate_visible``: 0/1 for binary units), as :func:`ais_log_partition` does with its ``data``.
 
-    Without data: zero logits (uniform) or the model's visible bias. ``smoothing`` is a pseudo-count
-    per state, so no logit is infinite.
+    To fit the base model to grey levels that stand for binary images (their probabilities, under
+    dynamic binarisation), call ``model.base_rate`` directly and pass the result as ``base``.
     """
-    w = model.weight
-    if data is None:
-        return w.new_zeros(model.num_visible) if model.visible_type == "bernoulli" else model.visible_bias.detach().clone()
-    model.validate_visible(data, "data")
-    data = data.reshape(-1, model.num_visible).to(w)
-    if model.visible_type == "gaussian":
-        return data.mean(0)
-    p = (data.sum(0) + smoothing) / (data.shape[0] + 2 * smoothing)
-    return torch.logit(p)
+    if data is not None:
+        model.validate_visible(data, "data")
+    return model.base_rate(data, smoothing)
 
 
-class _AnnealedRBM:
-    """Intermediate distributions f_beta and their Gibbs transitions (see the module docstring)."""
+def estimate_is_stable(rel_std: float, group_log_z) -> bool:
+    """Whether an AIS estimate looks trustworthy: a small spread (relative std < 1/3, i.e. a finite
+    -3 sigma bound, as in Salakhutdinov & Murray's tables), every group's estimate finite and, with
+    2+ groups, within :data:`GROUP_AGREEMENT_NATS` of every other's."""
+    spread_ok = not math.isnan(rel_std) and rel_std < 1 / 3
+    finite = all(math.isfinite(g) for g in group_log_z)
+    agree = finite and (len(group_log_z) < 2 or max(group_log_z) - min(group_log_z) < GROUP_AGREEMENT_NATS)
+    return bool(spread_ok and agree)
 
-    def __init__(self, model, base):
-        self.model, self.base = model, base
-        self.gaussian = model.visible_type == "gaussian"
-        H = model.num_hidden
-        if self.gaussian:
-            s = model.sigma.detach()
-            self.s = s
-            self.log_z_base = float(model.log_sigma.sum() + model.num_visible * 0.5 * math.log(2 * math.pi) + H * math.log(2))
-        else:
-            self.log_z_base = float(F.softplus(base).sum() + H * math.log(2))
 
-    def base_log_density(self, v):
-        if self.gaussian:
-            return -(((v - self.base) / self.s) ** 2).sum(-1) / 2
-        return v @ self.base
+def _group_sizes(num_runs: int, groups: int) -> list:
+    # as equal as can be, larger groups first: 51 runs in 2 groups are 26 + 25
+    return [num_runs // groups + (1 if g < num_runs % groups else 0) for g in range(groups)]
 
-    def sample_base(self, num_runs):
-        if self.gaussian:
-            return self.base + self.s * torch.randn(num_runs, self.base.shape[0], dtype=self.base.dtype, device=self.base.device)
-        return bernoulli_draw(torch.sigmoid(self.base).expand(num_runs, -1).contiguous())
 
-    def log_f_step(self, v, beta_prev, beta, hidden_input):
-        """f_beta(v) - f_beta_prev(v), as a difference of small terms (float32 keeps its precision)."""
-        step = beta - beta_prev
-        linear = -step * (self.base_log_density(v) + self.model.visible_energy(v))
-        return linear + (F.softplus(beta * hidden_input) - F.softplus(beta_prev * hidden_input)).sum(-1)
+def _run_group(path, num_runs: int, beta_list: list) -> torch.Tensor:
+    """Log-weights of ``num_runs`` parallel AIS runs along ``path`` (RNG order: base draws, then each
+    temperature's transition)."""
+    v = path.sample_base(num_runs)
+    log_w = torch.zeros(num_runs, dtype=torch.float64, device=v.device)
+    last = len(beta_list) - 1
+    for k in range(1, last + 1):
+        increment, v_next = path.step(v, beta_list[k - 1], beta_list[k], transition=k < last)
+        log_w += increment.double()
+        if v_next is not None:
+            v = v_next
+    return log_w
 
-    def transition(self, beta, hidden_input):
-        h = bernoulli_draw(torch.sigmoid(beta * hidden_input))
-        if self.gaussian:
-            mean = (1 - beta) * self.base + beta * self.model.visible_mean(h)
-            return mean + self.s * torch.randn_like(mean)
-        # (1 - beta) b_A + beta (b + W h), with the bias mix done on a vector and beta folded into the GEMM
-        mixed_bias = torch.add(self.base, self.model.visible_bias.detach() - self.base, alpha=beta)
-        return bernoulli_draw(torch.sigmoid(torch.addmm(mixed_bias, h, self.model.weight.detach().t(), alpha=beta)))
+
+def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(log_w, 0) - math.log(log_w.numel())
 
 
 @torch.no_grad()
 def ais_log_partition(model, data: torch.Tensor | None = None, *, num_runs: int = 100, schedule=None,
-                      num_temperatures: int = 14500, base=None) -> AISResult:
-    """Estimate :math:`\\log Z` of ``model`` (``RBM`` or ``GaussianBernoulliRBM``) by AIS, all runs in parallel.
+                      num_temperatures: int = 14500, base=None, groups: int = 1) -> AISResult:
+    """Estimate :math:`\\log Z` of an :class:`~inference.energy.AnnealableEnergy` ``model`` by AIS.
 
-    :param torch.Tensor data: training data for the base-rate model (see :func:`base_rate_visible`).
-    :param int num_runs: independent AIS runs (importance samples).
+    The runs of a group advance in parallel (one batch); groups run one after the other.
+
+    :param torch.Tensor data: training data for the base model (see :func:`base_rate_visible`).
+    :param int num_runs: independent AIS runs (importance samples), all groups together.
     :param schedule: increasing temperatures from 0 to 1 (default :func:`default_schedule`).
     :param int num_temperatures: length of the default schedule.
-    :param torch.Tensor base: the base model's visible parameter, overriding ``data``.
-    :returns: :class:`AISResult`.
+    :param torch.Tensor base: the base model's visible parameter (``model.base_rate(...)``), overriding ``data``.
+    :param int groups: split the runs into this many independent groups (sizes differing by at most
+        one), for :attr:`AISResult.group_log_z` and the agreement part of :attr:`AISResult.stable`.
+    :returns: :class:`AISResult`; ``log_z``, its std and interval come from all runs combined.
 
     Example::
 
@@ -179,24 +170,23 @@ def ais_log_partition(model, data: torch.Tensor | None = None, *, num_runs: int 
     """
     if isinstance(num_runs, bool) or not isinstance(num_runs, int) or num_runs < 1:
         raise SpecError(f"num_runs must be a positive integer, got {num_runs!r}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or not 1 <= groups <= num_runs:
+        raise SpecError(f"groups must be an integer from 1 to num_runs ({num_runs}), got {groups!r}")
     betas = _check_schedule(default_schedule(num_temperatures) if schedule is None else schedule)
     model.validate_parameters()
-    base = base_rate_visible(model, data) if base is None else torch.as_tensor(base).to(model.weight)
-    path = _AnnealedRBM(model, base.detach())
-    v = path.sample_base(num_runs)
-    log_w = torch.zeros(num_runs, dtype=torch.float64, device=v.device)
+    like = next(model.parameters())
+    base = base_rate_visible(model, data) if base is None else torch.as_tensor(base).to(like)
+    path = model.annealing_path(base.detach())
     beta_list = betas.tolist()
-    for k in range(1, len(beta_list)):
-        hidden_input = model.hidden_logits(v)  # shared by the weight update and the transition
-        log_w += path.log_f_step(v, beta_list[k - 1], beta_list[k], hidden_input).double()
-        if k < len(beta_list) - 1:
-            v = path.transition(beta_list[k], hidden_input)
-    log_mean_w = torch.logsumexp(log_w, 0) - math.log(num_runs)
+    group_log_w = [_run_group(path, n, beta_list) for n in _group_sizes(num_runs, groups)]
+    group_log_z = [path.log_z_base + float(_log_mean_exp(lw)) for lw in group_log_w]
+    log_w = torch.cat(group_log_w)
+    log_mean_w = _log_mean_exp(log_w)
     log_z = path.log_z_base + float(log_mean_w)
     # relative std of the mean weight, then the +-3 sigma interval in log space
     rel_std = float((log_w - log_mean_w).exp().std(unbiased=num_runs > 1) / math.sqrt(num_runs)) if num_runs > 1 else float("nan")
     lower = log_z + math.log(1 - 3 * rel_std) if rel_std < 1 / 3 else float("-inf")
-    upper = log_z + math.log1p(3 * rel_std) if rel_std == rel_std else float("nan")
+    upper = float("nan") if math.isnan(rel_std) else log_z + math.log1p(3 * rel_std)
     return AISResult(
         log_z=log_z,
         log_z_std=rel_std,
@@ -205,6 +195,8 @@ def ais_log_partition(model, data: torch.Tensor | None = None, *, num_runs: int 
         log_weights=log_w,
         log_z_base=path.log_z_base,
         num_temperatures=len(beta_list),
+        group_log_z=group_log_z,
+        stable=estimate_is_stable(rel_std, group_log_z),
     )
 
 

@@ -4,8 +4,8 @@ An energy model whose units split into two blocks, each conditionally
 independent given the other (an RBM's visible and hidden layers; a DBM's odd
 and even layers; a fully visible BM after a bipartite colouring), is sampled
 exactly by alternating the two block conditionals. :class:`BlockGibbs` is that
-sampler, written against :class:`TwoBlockEnergy` only: a new model of this
-shape is a new energy function, not a new sampler.
+sampler, written against :class:`inference.energy.TwoBlockEnergy` only: a new
+model of this shape is a new energy function, not a new sampler.
 
 Many chains live in one state tensor with a leading chain dimension, so a
 sweep of every chain costs one matrix product per block (Pyro's own
@@ -19,46 +19,19 @@ and the Bayesian restoration of images", IEEE PAMI 6 (1984).
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
+from .energy import TwoBlockEnergy
 from .errors import SpecError
 
-__all__ = ["BlockGibbs", "TwoBlockEnergy", "bernoulli_draw", "check_k"]
+__all__ = ["BlockGibbs", "bernoulli_draw", "check_k"]
 
 
 def bernoulli_draw(probs: torch.Tensor) -> torch.Tensor:
     """0/1 floats with P(1) = ``probs``, as ``U < p``, ``U ~ Uniform[0, 1)``: about twice as fast on
     CPU as ``torch.bernoulli``, and with the GEMMs the only real cost of a sweep."""
     return torch.rand_like(probs).lt_(probs)
-
-
-class TwoBlockEnergy(Protocol):
-    """What :class:`BlockGibbs` needs of a model (``ppl_models.rbm.RBM`` is one).
-
-    Block ``v`` ("visible", any unit type, the block that can be clamped) has
-    ``num_visible`` units and is drawn by ``sample_visible(h)``; block ``h``
-    ("hidden") holds ``num_hidden`` binary units with conditional means
-    ``hidden_probs(v)``. ``free_energy(v)`` (``-log sum_h exp(-E(v, h))`` up to
-    a constant) feeds the progress bar and the chain diagnostics.
-    ``validate_visible(v, what)`` and ``validate_parameters()`` raise the
-    package's one-line errors.
-    """
-
-    num_visible: int
-    num_hidden: int
-
-    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor: ...
-
-    def sample_visible(self, h: torch.Tensor) -> torch.Tensor: ...
-
-    def free_energy(self, v: torch.Tensor) -> torch.Tensor: ...
-
-    def validate_visible(self, v: torch.Tensor, what: str = "data") -> torch.Tensor: ...
-
-    def validate_parameters(self) -> None: ...
 
 
 def check_k(k) -> int:
@@ -76,11 +49,12 @@ class BlockGibbs(MCMCKernel):
     their observed values, then draws :math:`h \sim p(h \mid v)`; ``sample``
     makes ``k`` sweeps. With a clamp mask the chains target the conditional
     :math:`p(v_{\text{free}}, h \mid v_{\text{clamped}})` (completion of a
-    partly observed image). After ``sample``, :attr:`last_hidden_probs` holds
-    :math:`p(h \mid v)` of the returned ``v`` (what CD / PCD average, at no
-    extra cost).
+    partly observed image). After ``sample``, :attr:`last_hidden_logits` holds
+    the hidden inputs :math:`x(v)` of the returned ``v`` and
+    :attr:`last_hidden_probs` :math:`p(h \mid v) = \sigma(x(v))` (what CD / PCD
+    average, and its free energy, at no extra cost).
 
-    :param model: a :class:`TwoBlockEnergy`, e.g. ``RBM`` or ``GaussianBernoulliRBM``.
+    :param TwoBlockEnergy model: e.g. ``RBM`` or ``GaussianBernoulliRBM``.
     :param int num_chains: chains held in the state's leading dimension.
     :param int k: Gibbs sweeps per returned sample (thinning), >= 1.
     :param torch.Tensor clamp_mask: optional bool mask, shape ``(V,)`` or ``(num_chains, V)``;
@@ -101,7 +75,7 @@ class BlockGibbs(MCMCKernel):
         torch.Size([10, 100, 4])
     """
 
-    def __init__(self, model, num_chains: int = 1, k: int = 1, clamp_mask=None, clamp_values=None, log_every: int = 50):
+    def __init__(self, model: TwoBlockEnergy, num_chains: int = 1, k: int = 1, clamp_mask=None, clamp_values=None, log_every: int = 50):
         if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
             raise SpecError(f"num_chains must be a positive integer, got {num_chains!r}")
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
@@ -114,7 +88,7 @@ class BlockGibbs(MCMCKernel):
         self.transforms = {}
         self._state = None
         self._mask = self._values = None
-        self.last_hidden_probs = None
+        self.last_hidden_logits = self.last_hidden_probs = None
         self._num_logged = 0
         self._logged_free_energy = float("nan")
         if clamp_mask is not None or clamp_values is not None:
@@ -201,19 +175,12 @@ class BlockGibbs(MCMCKernel):
         h = params["h"]
         for _ in range(self.k):
             v = self._apply_clamp(model.sample_visible(h))
-            probs = model.hidden_probs(v)
+            logits = model.hidden_logits(v)  # hidden_probs(v) is sigmoid of these: kept, not recomputed
+            probs = torch.sigmoid(logits)
             h = bernoulli_draw(probs)
-        self.last_hidden_probs = probs
+        self.last_hidden_logits, self.last_hidden_probs = logits, probs
         self._state = {"v": v, "h": h}
         return self._state
-
-    def sample_chains(self, num_samples: int) -> dict:
-        """Advance the kernel's own state by ``num_samples`` samples (``k`` sweeps each) without
-        :class:`pyro.infer.MCMC`; returns the final state."""
-        state = self.initial_params
-        for _ in range(num_samples):
-            state = self.sample(state)
-        return state
 
     # -- reporting -----------------------------------------------------------
     @torch.no_grad()

@@ -18,7 +18,6 @@ import torch
 
 from .errors import CheckpointError
 from .fileio import write_bytes_atomic as _write_atomic
-from .fileio import write_json_atomic
 
 
 def save_atomic(obj, path: str) -> None:
@@ -63,16 +62,3 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
-
-def save_trained(out_dir: str, module, metrics: dict) -> dict:
-    """Write a finished run's weights (``model.pt``) and ``metrics.json`` atomically.
-
-    ``train_seconds`` is summed over the history's per-epoch ``seconds``, so that a run
-    resumed after a kill (or re-run when already finished) reports its whole training time,
-    not the time of the last invocation.
-    """
-    metrics = dict(metrics)
-    metrics["train_seconds"] = sum(h.get("seconds", 0.0) for h in metrics.get("history", []))
-    save_atomic(module.state_dict(), os.path.join(out_dir, "model.pt"))
-    write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
-    return metrics

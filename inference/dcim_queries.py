@@ -104,3 +104,23 @@ def generate(dcim, y: torch.Tensor, sample_to: Optional[int] = 1, binary: bool =
     top = dcim.sample_down(y, to_layer=k)[k]
     probs = torch.sigmoid(dcim.image_logits(top, from_layer=k))
     return torch.bernoulli(probs) if binary else probs
+
+
+@torch.no_grad()
+def scores(dcim, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> dict:
+    """Accuracy (mean recursion) and reverse loss per image over ``(x, y)``, in batches (a CNN's layers are large)."""
+    correct, reverse = 0.0, 0.0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        correct += float((dcim.class_logits(xb).argmax(-1) == yb).sum())
+        reverse += float(reverse_loss(dcim, xb, yb, per="image").sum())
+    n = max(1, len(y))
+    return {"accuracy": correct / n, "reverse_loss_per_image": reverse / n}
+
+
+@torch.no_grad()
+def sampled_accuracy(dcim, x: torch.Tensor, y: torch.Tensor, num_samples: int, batch_size: int = 500) -> float:
+    """:func:`accuracy` by Monte Carlo over ``num_samples`` forward samples, in batches."""
+    correct = sum(accuracy(dcim, x[s:s + batch_size], y[s:s + batch_size], num_samples=num_samples)
+                  * len(y[s:s + batch_size]) for s in range(0, len(y), batch_size))
+    return correct / max(1, len(y))

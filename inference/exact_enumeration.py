@@ -1,7 +1,8 @@
-r"""Exact :math:`\log Z` and :math:`\log p(v)` of small RBMs by enumerating the smaller layer.
+r"""Exact :math:`\log Z` and :math:`\log p(v)` of small two-block energy models by enumerating the smaller layer.
 
-For a bipartite energy model one layer can be summed (or integrated) out in
-closed form, so only the other one is enumerated:
+For a :class:`~inference.energy.TwoBlockEnergy` (an RBM, a DBM's two blocks)
+one block can be summed (or integrated) out in closed form, so only the other
+one is enumerated:
 
 .. math::
 
@@ -10,8 +11,8 @@ closed form, so only the other one is enumerated:
 with :math:`F_h` the model's ``hidden_free_energy`` and :math:`F` its
 ``free_energy``. The sum runs over up to :math:`2^{20}` states in chunks (so
 memory stays bounded) with a streaming log-sum-exp in float64. Gaussian
-visible units cannot be enumerated, so a Gaussian-Bernoulli RBM always sums
-over its hidden layer. This is the ground truth against which AIS and the
+visible units (``visible_type`` not "bernoulli") cannot be enumerated, so such a
+model always sums over its hidden layer. This is the ground truth against which AIS and the
 samplers are tested.
 """
 
@@ -62,7 +63,8 @@ def _enumerated_layer(model, layer: str | None) -> str:
 def log_partition(model, layer: str | None = None, chunk_size: int = 2**14) -> torch.Tensor:
     """Exact :math:`\\log Z` (a float64 scalar tensor), enumerating the smaller layer.
 
-    :param model: an RBM-like model with ``free_energy`` / ``hidden_free_energy``.
+    :param model: a :class:`~inference.energy.TwoBlockEnergy` (``free_energy``, ``hidden_free_energy``);
+        the states take the dtype and device of its first parameter.
     :param str layer: "hidden", "visible" or None (the smaller enumerable one).
     :param int chunk_size: states evaluated per batch.
     """
@@ -70,7 +72,7 @@ def log_partition(model, layer: str | None = None, chunk_size: int = 2**14) -> t
     layer = _enumerated_layer(model, layer)
     n = model.num_hidden if layer == "hidden" else model.num_visible
     neg_free_energy = model.hidden_free_energy if layer == "hidden" else model.free_energy
-    like = model.weight
+    like = next(iter(model.parameters()))
     total = torch.tensor(float("-inf"), dtype=torch.float64, device=like.device)
     for start in range(0, 2**n, chunk_size):
         states = binary_states(n, start, min(start + chunk_size, 2**n), like=like)

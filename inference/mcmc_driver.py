@@ -46,7 +46,7 @@ class MCMCResult:
     :ivar inference_data: :class:`arviz.InferenceData` (0.x) / ``DataTree`` (1.x) of samples and summaries.
     :ivar dict r_hat: per summary, the largest split R-hat over its elements (NaN-free elements only).
     :ivar dict ess: per summary, the smallest effective sample size over its elements.
-    :ivar bool mixed: whether every R-hat is below the threshold and every ESS above its minimum.
+    :ivar mixed: whether every R-hat is below the threshold and every ESS above its minimum (None: not diagnosed).
     :ivar str message: one line saying so, naming the worst summary when not mixed.
     :ivar dict kernel_diagnostics: the kernel's ``diagnostics()``.
     """
@@ -141,6 +141,7 @@ def run_mcmc(
     include_samples_in_inference_data: bool = True,
     disable_progbar: bool = False,
     warn: bool = True,
+    diagnose: bool = True,
 ) -> MCMCResult:
     """Run ``kernel`` under :class:`pyro.infer.MCMC` and diagnose its chains.
 
@@ -156,6 +157,9 @@ def run_mcmc(
         default 1.05 allows for the maximum over hundreds of units.
     :param float min_ess: ... and every ESS is at least this.
     :param bool warn: issue a :class:`ChainsNotMixedWarning` when they have not mixed.
+    :param bool diagnose: compute summaries, R-hat, ESS and the ArviZ data; False for a production
+        draw that keeps only the last state of each chain (one draw has no R-hat), which then
+        returns the samples with empty diagnostics and ``mixed=None``.
     """
     for name, value in (("num_samples", num_samples), ("warmup_steps", warmup_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "num_samples" else 0):
@@ -184,6 +188,10 @@ def run_mcmc(
         if name in samples:
             samples[name] = transform.inv(samples[name])
 
+    diagnostics = getattr(kernel, "diagnostics", dict)() or {}
+    if not diagnose:
+        return MCMCResult(samples=samples, summaries={}, inference_data=None, r_hat={}, ess={}, mixed=None,
+                          message="not diagnosed (diagnose=False)", kernel_diagnostics=diagnostics)
     if summaries is None:
         summaries = kernel.summaries() if hasattr(kernel, "summaries") else {k: (lambda s, k=k: s[k]) for k in samples}
     values = {name: fn(samples) for name, fn in summaries.items()}
@@ -210,7 +218,6 @@ def run_mcmc(
     posterior = dict(values)
     if include_samples_in_inference_data:
         posterior.update({k: v for k, v in samples.items() if k not in posterior})
-    diagnostics = getattr(kernel, "diagnostics", dict)() or {}
     return MCMCResult(
         samples=samples,
         summaries=values,

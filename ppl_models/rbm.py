@@ -6,6 +6,9 @@ the models are (energy, free energy, the two layer conditionals and the
 gradient of the energy); how to sample them is :mod:`inference.block_gibbs`,
 how to train them :mod:`inference.contrastive_divergence`, how to estimate
 :math:`\log Z` :mod:`inference.ais` and :mod:`inference.exact_enumeration`.
+Both implement :class:`inference.energy.AnnealableEnergy` (structurally: this
+module imports nothing of :mod:`inference`), including the path of
+intermediate distributions AIS anneals along (:class:`BaseRateAnnealingPath`).
 
 Every method takes a batch: tensors of shape ``(..., num_visible)`` or
 ``(..., num_hidden)``; 0/1 states are floats.
@@ -23,6 +26,9 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +37,7 @@ from torch import nn
 from .data.binarize import check_binary
 from .errors import DataError, SpecError
 
-__all__ = ["RBM", "GaussianBernoulliRBM"]
+__all__ = ["RBM", "BaseRateAnnealingPath", "GaussianBernoulliRBM"]
 
 
 def bernoulli_draw(probs: torch.Tensor) -> torch.Tensor:
@@ -52,6 +58,9 @@ class _BipartiteEnergy(nn.Module):
 
     #: what the visible units are: "bernoulli" or "gaussian" (read by AIS and the samplers)
     visible_type = "bernoulli"
+    #: role of each parameter name this family can have (see :attr:`parameter_roles`)
+    _ROLES: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "weight": "coupling", "visible_bias": "visible_bias", "hidden_bias": "hidden_bias", "log_sigma": "visible_scale"})
 
     def __init__(self, num_visible: int, num_hidden: int, weight_scale: float = 0.01):
         super().__init__()
@@ -72,6 +81,29 @@ class _BipartiteEnergy(nn.Module):
     def num_hidden(self) -> int:
         return self.weight.shape[1]
 
+    @property
+    def parameter_roles(self) -> dict[str, str]:
+        """Name -> role of every parameter (a fixed ``log_sigma`` is a buffer and has none):
+        ``weight`` "coupling", ``visible_bias`` "visible_bias", ``hidden_bias`` "hidden_bias",
+        a learned ``log_sigma`` "visible_scale". Inference reads this, never the names: the
+        optimiser decays the couplings, CD's sparsity penalty moves the hidden bias."""
+        return {name: self._ROLES[name] for name, _ in self.named_parameters()}
+
+    # -- pixel values <-> visible units (identities here; GaussianBernoulliRBM standardises)
+    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
+        """Data values (pixels) -> the model's visible units: the identity for this model, so that
+        callers treat every RBM alike (:class:`GaussianBernoulliRBM` standardises)."""
+        return x
+
+    def to_pixels(self, v: torch.Tensor) -> torch.Tensor:
+        """Visible units -> data values (pixels), the inverse of :meth:`to_visible`: the identity here."""
+        return v
+
+    def log_jacobian(self) -> float:
+        r""":math:`\log |dv/dx|` of :meth:`to_visible` per data vector, which turns a density of the
+        visible units into one of the data: 0.0 here (the identity)."""
+        return 0.0
+
     # -- hidden layer given visible: p(h_j = 1 | v) = sigmoid(hidden_logits(v)_j)
     def _visible_input(self, v: torch.Tensor) -> torch.Tensor:
         return v
@@ -83,10 +115,6 @@ class _BipartiteEnergy(nn.Module):
     def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
         """:math:`p(h_j = 1 \\mid v)`, shape ``(..., num_hidden)``."""
         return torch.sigmoid(self.hidden_logits(v))
-
-    def sample_hidden(self, v: torch.Tensor) -> torch.Tensor:
-        """Draw :math:`h \\sim p(h \\mid v)` as 0/1 floats."""
-        return bernoulli_draw(self.hidden_probs(v))
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """:math:`F(v) = -\\log \\sum_h e^{-E(v, h)}`, shape ``(...)``; :math:`p(v) = e^{-F(v)}/Z`."""
@@ -112,6 +140,20 @@ class _BipartiteEnergy(nn.Module):
         }
         grads.update(self._visible_gradients(v2, h2, weights))
         return {name: grads[name] for name, p in self.named_parameters() if p.requires_grad}
+
+    # -- AIS (inference.energy.AnnealableEnergy)
+    def _base_rate_data(self, data: torch.Tensor) -> torch.Tensor:
+        """``data`` checked (shape, finite, at least one row) and flattened to (N, V) in the model's dtype/device."""
+        self._check_shape(data, "data")
+        data = data.detach().reshape(-1, self.num_visible).to(self.weight)
+        if data.shape[0] == 0:
+            raise DataError("data for the base-rate model must have at least one row, got 0")
+        return data
+
+    def annealing_path(self, base: torch.Tensor) -> BaseRateAnnealingPath:
+        """AIS's path from the base-rate model with visible parameter ``base`` (:meth:`base_rate`) to
+        this model: see :class:`BaseRateAnnealingPath`."""
+        return BaseRateAnnealingPath(self, base)
 
     def validate_parameters(self) -> None:
         """Raise :class:`SpecError` if a parameter holds NaN or infinity."""
@@ -190,6 +232,29 @@ class RBM(_BipartiteEnergy):
     def _visible_gradients(self, v, h, weights):
         return {"visible_bias": (weights @ v).neg_()}
 
+    @torch.no_grad()
+    def base_rate(self, data: torch.Tensor | None = None, smoothing: float = 0.05) -> torch.Tensor:
+        r"""AIS base-rate logits :math:`b_A = \operatorname{logit}\big((\sum_n v_{ni} + \alpha) / (N + 2\alpha)\big)`,
+        :math:`\alpha` = ``smoothing`` (a pseudo-count per state, so no logit is infinite); zeros
+        (uniform) without ``data``.
+
+        Only the means of ``data`` enter, so its values may be anywhere in :math:`[0, 1]`: grey images
+        under dynamic binarisation (each pixel the probability of a 1) give the base rate of the binary
+        images they stand for, with no binarising. Shape ``(V,)``, in the model's dtype and device.
+        """
+        if data is None:
+            return self.weight.new_zeros(self.num_visible)
+        if not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and 0 < smoothing < math.inf):
+            raise SpecError(f"smoothing must be a finite number > 0, got {smoothing!r}")
+        data = self._base_rate_data(data)
+        outside = (data < 0) | (data > 1)
+        if bool(outside.any()):
+            index = tuple(int(i) for i in outside.nonzero()[0])
+            raise DataError(f"data for a binary base rate must lie in [0, 1] (0/1 values or their probabilities), "
+                            f"found {data[index].item()} at index {index}")
+        p = (data.sum(0) + smoothing) / (data.shape[0] + 2 * smoothing)
+        return torch.logit(p)
+
     def validate_visible(self, v, what: str = "data") -> torch.Tensor:
         """Raise :class:`DataError` unless ``v`` is a finite 0/1 float tensor ``(..., V)``; return ``v``."""
         self._check_shape(v, what)
@@ -233,6 +298,11 @@ class GaussianBernoulliRBM(_BipartiteEnergy):
             self.log_sigma = nn.Parameter(log_sigma)
         else:
             self.register_buffer("log_sigma", log_sigma)
+        # data x <-> visible units v = (x - data_offset) / data_scale; identity until fit_standardization.
+        # Always registered (under these names) so that the scaling is saved with the weights and
+        # state_dicts saved when the catalogue attached these buffers from outside still load.
+        self.register_buffer("data_offset", torch.zeros(num_visible))
+        self.register_buffer("data_scale", torch.ones(num_visible))
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -278,3 +348,129 @@ class GaussianBernoulliRBM(_BipartiteEnergy):
         """Raise :class:`DataError` unless ``v`` is a finite float tensor ``(..., V)``; return ``v``."""
         self._check_shape(v, what)
         return v
+
+    @torch.no_grad()
+    def base_rate(self, data: torch.Tensor | None = None, smoothing: float = 0.05) -> torch.Tensor:
+        """AIS base model's mean :math:`m`: the mean of ``data`` (rows of visible units), or the visible
+        bias without data. ``smoothing`` is unused (Gaussian means need none), accepted so that every
+        model answers the same call. Shape ``(V,)``, in the model's dtype and device."""
+        if data is None:
+            return self.visible_bias.detach().clone()
+        return self._base_rate_data(data).mean(0)
+
+    # -- standardisation: data x <-> visible units v = (x - data_offset) / data_scale
+    #
+    # Grey levels are usually z-scored per pixel before a GB-RBM sees them, with fixed unit variances
+    # (Hinton's practical guide, Sec. 13.2; Cho et al. 2011). The map is part of the model (buffers
+    # saved with the weights), so that a density of the data, not of the units, can be reported.
+    @torch.no_grad()
+    def fit_standardization(self, x: torch.Tensor, min_scale: float) -> GaussianBernoulliRBM:
+        """Set ``data_offset`` to the mean of ``x`` (rows of data values) and ``data_scale`` to their
+        standard deviation floored at ``min_scale`` (near-constant pixels, e.g. image borders, would
+        otherwise get huge visible values). Returns the model."""
+        if not (isinstance(min_scale, (int, float)) and not isinstance(min_scale, bool) and 0 < min_scale < math.inf):
+            raise SpecError(f"min_scale must be a finite number > 0, got {min_scale!r}")
+        self._check_shape(x, "data")
+        x = x.detach().reshape(-1, self.num_visible).to(self.data_offset)
+        if x.shape[0] < 2:
+            raise DataError(f"standardisation needs at least 2 data rows for a standard deviation, got {x.shape[0]}")
+        self.data_offset.copy_(x.mean(0))
+        self.data_scale.copy_(x.std(0).clamp_min(min_scale))
+        return self
+
+    def to_visible(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Data values -> visible units: :math:`v = (x - \text{offset}) / \text{scale}`."""
+        return (x - self.data_offset.to(x)) / self.data_scale.to(x)
+
+    def to_pixels(self, v: torch.Tensor) -> torch.Tensor:
+        r"""Visible units -> data values: :math:`x = v \cdot \text{scale} + \text{offset}`."""
+        return v * self.data_scale.to(v) + self.data_offset.to(v)
+
+    def log_jacobian(self) -> float:
+        r""":math:`\log |dv/dx| = -\sum_i \log \text{scale}_i` per data vector, so that
+        :math:`\log p(x) = \log p(v(x)) + \log |dv/dx|`: log-likelihoods are densities of the data
+        values and do not depend on the scaling chosen."""
+        return -float(self.data_scale.log().sum())
+
+
+class BaseRateAnnealingPath:
+    r"""AIS path from a base-rate model to an RBM (Salakhutdinov & Murray 2008): an
+    :class:`inference.energy.AnnealingPath`.
+
+    The intermediate distributions are
+
+    .. math::
+
+        f_\beta(v) = (1-\beta) \log p_A^*(v) - \beta\, E_v(v)
+                     + \sum_j \operatorname{softplus}\big(\beta\, x_j(v)\big),
+        \qquad 0 \le \beta \le 1,
+
+    with :math:`E_v` the model's ``visible_energy`` and :math:`x_j(v)` its
+    ``hidden_logits``. Each :math:`f_\beta` is itself an RBM with weights scaled by
+    :math:`\beta` (summed over its hidden units), so its transition is one
+    block-Gibbs sweep of that RBM: :math:`h \sim \sigma(\beta x(v))`, then
+
+    - binary units, :math:`\log p_A^*(v) = b_A^\top v` (``base`` = :math:`b_A`, logits):
+      :math:`v \sim \sigma\big((1-\beta) b_A + \beta (b + W h)\big)`;
+      :math:`\log Z_A = \sum_i \operatorname{softplus}(b_{A,i}) + H \log 2`;
+    - Gaussian units, :math:`\log p_A^*(v) = -\sum_i (v_i - m_i)^2 / 2 s_i^2` (``base`` = :math:`m`,
+      the model's own :math:`s`, so every intermediate keeps the variances :math:`s^2`):
+      :math:`v \sim \mathcal N\big((1-\beta) m + \beta\,\text{visible\_mean}(h), s^2\big)`;
+      :math:`\log Z_A = \sum_i \log s_i + \tfrac V2 \log 2\pi + H \log 2`.
+
+    (:math:`H \log 2`: the hidden units are uniform and independent at :math:`\beta = 0`.)
+
+    :param model: an :class:`RBM` or :class:`GaussianBernoulliRBM`.
+    :param torch.Tensor base: the base model's visible parameter, shape ``(V,)`` (see ``model.base_rate``).
+    """
+
+    def __init__(self, model: _BipartiteEnergy, base: torch.Tensor):
+        base = torch.as_tensor(base)
+        if base.shape != (model.num_visible,) or not bool(torch.isfinite(base).all()):
+            raise SpecError(f"the AIS base must be a finite tensor of shape ({model.num_visible},), "
+                            f"got shape {tuple(base.shape)}")
+        self.model = model
+        self.base = base = base.detach().to(model.weight)
+        self.gaussian = model.visible_type == "gaussian"
+        H = model.num_hidden
+        if self.gaussian:
+            self.s = model.sigma.detach()
+            self.log_z_base = float(model.log_sigma.detach().sum() + model.num_visible * 0.5 * math.log(2 * math.pi)
+                                    + H * math.log(2))
+        else:
+            self.log_z_base = float(F.softplus(base).sum() + H * math.log(2))
+            # fixed per path: the bias mix b_A + beta (b - b_A) is then one vector op per temperature
+            self._bias_gap = model.visible_bias.detach() - base
+            self._weight_t = model.weight.detach().t()
+
+    def base_log_density(self, v: torch.Tensor) -> torch.Tensor:
+        r""":math:`\log p_A^*(v)`, the base model's unnormalised log density."""
+        if self.gaussian:
+            return -(((v - self.base) / self.s) ** 2).sum(-1) / 2
+        return v @ self.base
+
+    def sample_base(self, num_runs: int) -> torch.Tensor:
+        r"""``num_runs`` draws :math:`v \sim p_A`, shape ``(num_runs, V)``."""
+        if self.gaussian:
+            return self.base + self.s * torch.randn(num_runs, self.base.shape[0], dtype=self.base.dtype,
+                                                    device=self.base.device)
+        return bernoulli_draw(torch.sigmoid(self.base).expand(num_runs, -1).contiguous())
+
+    def step(self, v: torch.Tensor, beta_prev: float, beta: float, transition: bool = True):
+        r"""``(f_beta(v) - f_beta_prev(v), v')`` with :math:`v' \sim T_\beta(v)` when ``transition``
+        (else None); the hidden inputs :math:`x(v)` (the one matrix product besides the transition's)
+        serve both."""
+        hidden_input = self.model.hidden_logits(v)
+        # a difference of small terms, not f_beta - f_beta_prev: float32 keeps its precision
+        linear = -(beta - beta_prev) * (self.base_log_density(v) + self.model.visible_energy(v))
+        log_w = linear + (F.softplus(beta * hidden_input) - F.softplus(beta_prev * hidden_input)).sum(-1)
+        return log_w, (self._transition(beta, hidden_input) if transition else None)
+
+    def _transition(self, beta: float, hidden_input: torch.Tensor) -> torch.Tensor:
+        h = bernoulli_draw(torch.sigmoid(beta * hidden_input))
+        if self.gaussian:
+            mean = (1 - beta) * self.base + beta * self.model.visible_mean(h)
+            return mean + self.s * torch.randn_like(mean)
+        # (1 - beta) b_A + beta (b + W h), with the bias mix done on a vector and beta folded into the GEMM
+        mixed_bias = torch.add(self.base, self._bias_gap, alpha=beta)
+        return bernoulli_draw(torch.sigmoid(torch.addmm(mixed_bias, h, self._weight_t, alpha=beta)))

@@ -164,19 +164,23 @@ def apply_overrides(cls, data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def describe(cls, prefix: str = "") -> list[str]:
-    """One line per leaf field: dotted key, default, and its doc."""
+def describe(spec, prefix: str = "") -> list[str]:
+    """One line per leaf field of a spec *instance*: dotted key, its value there, and its doc.
+
+    Give the family's default spec (``SpecClass()``), not a section class: a family's
+    defaults (IWAE's objective, DCIM's epochs) live in the instance, not in the sections.
+    """
+    if isinstance(spec, type):
+        spec = spec()
     lines = []
-    default = cls()
-    for f in dataclasses.fields(cls):
-        tp = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines += describe(tp, prefix + f.name + ".")
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += describe(value, prefix + f.name + ".")
             continue
-        value = json.dumps(getattr(default, f.name))
         doc = f.metadata.get("doc", "")
         choices = f.metadata.get("choices")
         if choices:
             doc = f"{doc} (one of {', '.join(map(str, choices))})".strip()
-        lines.append(f"{prefix + f.name:28s} {value:12s} {doc}")
+        lines.append(f"{prefix + f.name:28s} {json.dumps(value, separators=(',', ':')):12s} {doc}")
     return lines

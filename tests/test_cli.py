@@ -135,7 +135,7 @@ def test_corrupt_weights_and_spec_are_one_line_errors(trained, capsys, tmp_path)
 
 
 def test_killed_training_resumes_from_checkpoint_to_the_same_model(capsys, tmp_path, monkeypatch):
-    import ppl_models.catalogue_vae as driver  # the glue's reference to inference.svi_driver.fit
+    import ppl_models.catalogue.directed as driver  # the directed base's reference to inference.training.fit
 
     full = str(tmp_path / "full")
     assert main(["train", "vae", *TINY, "--epochs", "3", "--out", full]) == 0

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import ppl_models
-from ppl_models import catalogue, catalogue_dcim
+from ppl_models import catalogue
 from ppl_models.cli import main
 from tests.cli_util import run_cli
 from ppl_models.data import load_dataset
@@ -122,9 +122,9 @@ def test_cnn_resolves_the_paper_shapes_on_mnist_sized_images():
     data = SimpleNamespace(train=SimpleNamespace(x=torch.zeros(3, 784), y=torch.tensor([0, 9, 4])),
                            valid=None, test=SimpleNamespace(x=torch.zeros(1, 784), y=torch.tensor([1])),
                            image_shape=(28, 28))
-    catalogue_dcim.resolve(spec, data)
+    catalogue.family("dcim").resolve(spec, data)
     assert spec.model.input_shape == [1, 28, 28] and spec.model.n_classes == 10
-    shapes = catalogue_dcim.build(spec).layer_shapes
+    shapes = catalogue.family("dcim").build(spec).layer_shapes
     assert shapes[1:] == [(32, 26, 26), (32, 24, 24), (32, 12, 12), (64, 10, 10), (64, 8, 8), (64, 4, 4), (50,), (10,)]
 
 
@@ -132,14 +132,14 @@ def test_reverse_nll_matches_enumeration():
     """IS with the forward model as proposal against exact -log p(x|y) summed over all 2^4 * 2^3 hidden states."""
     spec = catalogue.make_spec("dcim", overrides=["model.hidden=[4,3]", "dataset=digits", "train.device=cpu"])
     data = load_dataset("digits", test_size=20)
-    catalogue_dcim.resolve(spec, data)
+    catalogue.family("dcim").resolve(spec, data)
     torch.manual_seed(1)
-    module = catalogue_dcim.build(spec)
+    module = catalogue.family("dcim").build(spec)
     with torch.no_grad():
         for p in module.parameters():
             p.mul_(3.0)  # a peaked, far-from-uniform model
     trained = SimpleNamespace(spec=spec, module=module, metrics={})
-    metrics = catalogue_dcim.evaluate(trained, data, num_particles=3000)
+    metrics = catalogue.family("dcim").evaluate(trained, data, num_particles=3000)
     x, y = data.test.x, data.test.y
     h1 = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)))
     h2 = torch.tensor(list(itertools.product([0.0, 1.0], repeat=3)))
@@ -186,9 +186,9 @@ def test_labels_missing_or_negative():
     spec = catalogue.make_spec("dcim")
     split = SimpleNamespace(x=torch.zeros(2, 784), y=None)
     with pytest.raises(DataError, match="has no labels in its train split"):
-        catalogue_dcim.resolve(spec, SimpleNamespace(train=split, valid=None, test=split, image_shape=(28, 28)))
+        catalogue.family("dcim").resolve(spec, SimpleNamespace(train=split, valid=None, test=split, image_shape=(28, 28)))
     split = SimpleNamespace(x=torch.zeros(2, 784), y=torch.tensor([0, -1]))
     with pytest.raises(DataError, match="negative label"):
-        catalogue_dcim.resolve(spec, SimpleNamespace(train=split, valid=None, test=split, image_shape=(28, 28)))
+        catalogue.family("dcim").resolve(spec, SimpleNamespace(train=split, valid=None, test=split, image_shape=(28, 28)))
     with pytest.raises(SpecError, match="mode must be one of"):
-        catalogue_dcim.sample_images(SimpleNamespace(module=catalogue_dcim.build(spec)), 2, mode="best")
+        catalogue.family("dcim").sample(SimpleNamespace(module=catalogue.family("dcim").build(spec)), 2, mode="best")

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 import ppl_models
-from ppl_models import catalogue, catalogue_rbm
+from inference.ais import estimate_is_stable
+from ppl_models import catalogue
+from ppl_models.catalogue.energy import EnergyFamily, top_half_mask
 from ppl_models.cli import main
 from tests.cli_util import run_cli
 from ppl_models.data import load_dataset
@@ -78,10 +80,10 @@ def test_evaluate_ais_agrees_with_exact_log_likelihood(trained, capsys):
 def test_unstable_ais_is_flagged():
     # the 784x500 README model: 14,500 temperatures gave halves 310.5 / 313.8 with spread 0.96 (unstable),
     # 50,000 gave 309.19 / 309.15 with spread 0.14 (stable)
-    assert not catalogue_rbm._stable(0.96, [310.52, 313.84])
-    assert not catalogue_rbm._stable(0.05, [310.0, 311.0])
-    assert catalogue_rbm._stable(0.136, [309.19, 309.15])
-    line = catalogue_rbm.summary({"test_log_likelihood": -100.0, "test_log_likelihood_stderr": 1.0, "test_images": 10,
+    assert not estimate_is_stable(0.96, [310.52, 313.84])
+    assert not estimate_is_stable(0.05, [310.0, 311.0])
+    assert estimate_is_stable(0.136, [309.19, 309.15])
+    line = catalogue.family("rbm").summary_line({"test_log_likelihood": -100.0, "test_log_likelihood_stderr": 1.0, "test_images": 10,
                                   "log_likelihood_units": "nats", "ais_log_z": 300.0, "ais_log_z_std": 0.9,
                                   "ais_runs": 100, "ais_temperatures": 14500, "ais_seconds": 40.0,
                                   "ais_log_z_halves": [299.0, 302.0], "ais_stable": False})
@@ -100,7 +102,7 @@ def test_samples_and_completions(trained, capsys, tmp_path):
     assert images.shape == (30, 64) and 0 <= float(images.min()) and float(images.max()) <= 1
     completed = model.sample(5, mode="completion", sweeps=20)
     test = load_dataset("digits").test.x[:5]
-    top = catalogue_rbm.top_half_mask((8, 8), test)
+    top = top_half_mask((8, 8), test)
     assert int(top.sum()) == 32 and bool(top[:32].all())  # rows 0..3 of the 8x8 image
     torch.testing.assert_close(completed[:, top], test[:, top])  # the clamped half is the image itself
     assert not torch.equal(completed[:, ~top], test[:, ~top])
@@ -133,10 +135,10 @@ def test_gbrbm_on_grey_digits(tmp_path, capsys):
     module = model.module
     torch.testing.assert_close(module.data_offset, grey.train.x.mean(0))
     assert float(module.data_scale.min()) == pytest.approx(0.1)  # constant border pixels get the floor
-    u = catalogue_rbm.to_visible(module, grey.test.x)
-    torch.testing.assert_close(catalogue_rbm.to_pixels(module, u), grey.test.x)
+    u = module.to_visible(grey.test.x)
+    torch.testing.assert_close(module.to_pixels(u), grey.test.x)
     completed = model.sample(4, mode="completion", sweeps=10)
-    top = catalogue_rbm.top_half_mask((8, 8), completed)
+    top = top_half_mask((8, 8), completed)
     torch.testing.assert_close(completed[:, top], grey.test.x[:4, top])
 
 
@@ -174,4 +176,4 @@ def test_bad_sample_options_and_nan_weights(trained, capsys, tmp_path):
     torch.save(weights, os.path.join(broken, "model.pt"))
     code, _, err = run_cli(capsys, "evaluate", broken, "--no-progress")
     assert code == 2 and "parameter weight must be finite, found nan" in err and len(err.strip().splitlines()) == 1
-    assert catalogue.family("gbrbm").glue is catalogue_rbm
+    assert isinstance(catalogue.family("gbrbm"), EnergyFamily)

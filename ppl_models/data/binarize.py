@@ -40,7 +40,12 @@ class DynamicBinarization:
     """
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.bernoulli(x, generator=generator)
+        try:
+            return torch.bernoulli(x, generator=generator)
+        except RuntimeError:  # torch checks p in [0, 1] anyway: name the problem instead of re-checking
+            bad = x[(x < 0) | (x > 1) | ~torch.isfinite(x)]
+            found = f"found {bad.flatten()[0].item()!r}" if bad.numel() else "the draw failed"
+            raise DataError(f"dynamic binarisation needs grey levels in [0, 1], {found}") from None
 
 
 def check_binary(x: torch.Tensor, what: str = "data") -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from scipy.stats import chisquare
 from pyro.infer import MCMC
+from scipy.stats import chisquare
 
 from inference.block_gibbs import BlockGibbs
 from inference.exact_enumeration import binary_states
@@ -44,6 +44,14 @@ def _exact_joint(rbm):
     with torch.no_grad():
         logits = -rbm.energy(vs[:, None, :], hs[None, :, :]).double()
     return torch.softmax(logits.flatten(), 0)  # index = 8 * v_index + h_index
+
+
+def _advance(kernel, num_samples):
+    """``num_samples`` calls of ``kernel.sample`` from the kernel's own state (``k`` sweeps each)."""
+    state = kernel.initial_params
+    for _ in range(num_samples):
+        state = kernel.sample(state)
+    return state
 
 
 def _final_states(kernel, warmup=60):
@@ -91,7 +99,7 @@ def test_per_chain_clamp_mask():
     mask = torch.zeros(3, 4, dtype=torch.bool)
     mask[0, 0] = mask[2, 3] = True
     kernel = BlockGibbs(rbm, num_chains=3, k=1, clamp_mask=mask, clamp_values=torch.ones(4))
-    state = kernel.sample_chains(20)
+    state = _advance(kernel, 20)
     assert state["v"][0, 0] == 1 and state["v"][2, 3] == 1
 
 
@@ -131,9 +139,26 @@ def test_runs_under_pyro_mcmc_with_vectorised_chains_and_logging():
     log = kernel.logging()
     assert set(log) == {"free energy"} and float(log["free energy"]) == pytest.approx(kernel.mean_free_energy(), rel=1e-3)
     assert isinstance(kernel.diagnostics(), dict)
-    # last_hidden_probs is p(h | v) of the state just returned
+    # last_hidden_probs is p(h | v) of the state just returned, last_hidden_logits its hidden inputs
     state = kernel.sample(kernel.initial_params)
     assert torch.allclose(kernel.last_hidden_probs, kernel.model.hidden_probs(state["v"]).detach())
+    with torch.no_grad():
+        assert torch.equal(kernel.last_hidden_logits, kernel.model.hidden_logits(state["v"]))
+    assert torch.equal(kernel.last_hidden_probs, torch.sigmoid(kernel.last_hidden_logits))
+
+
+@pytest.mark.parametrize("make", [_rbm_4x3, lambda: GaussianBernoulliRBM(3, 2, sigma=0.7, weight_scale=1.0)])
+def test_last_hidden_logits_belong_to_the_returned_state(make):
+    model = make()
+    kernel = BlockGibbs(model, num_chains=5, k=3, clamp_mask=torch.tensor([True] + [False] * (model.num_visible - 1)),
+                        clamp_values=torch.ones(model.num_visible))
+    assert kernel.last_hidden_logits is None and kernel.last_hidden_probs is None
+    for _ in range(2):
+        state = kernel.sample(kernel.initial_params)
+        with torch.no_grad():
+            assert torch.equal(kernel.last_hidden_logits, model.hidden_logits(state["v"]))
+            assert torch.equal(kernel.last_hidden_probs, model.hidden_probs(state["v"]))
+        assert kernel.last_hidden_logits.shape == (5, model.num_hidden)
 
 
 def test_given_initial_params_are_used():
@@ -187,7 +212,7 @@ def test_state_follows_model_device_and_dtype(device, dtype):
     rbm = _rbm_4x3().to(device=device, dtype=dtype)
     mask = torch.tensor([True, False, False, False], device=device)
     kernel = BlockGibbs(rbm, num_chains=3, k=2, clamp_mask=mask, clamp_values=torch.ones(4, device=device))
-    state = kernel.sample_chains(3)
+    state = _advance(kernel, 3)
     for x in state.values():
         assert x.device.type == device and x.dtype == dtype
     assert bool((state["v"][:, 0] == 1).all())

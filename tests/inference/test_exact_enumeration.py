@@ -68,3 +68,63 @@ def test_refusals():
         log_partition(RBM(3, 2), layer="both")
     with pytest.raises(DataError):
         log_prob(RBM(3, 2), torch.full((1, 3), 0.5))
+
+
+# log Z of the two fixed models of test_exact_values_unchanged, computed before the refactoring
+RBM_LOG_Z = 4.995233987849549
+GB_LOG_Z = 4.195101195306203
+
+
+class _RenamedRBM(torch.nn.Module):
+    """A binary RBM whose parameters have other names and another order: exact enumeration may use
+    only the TwoBlockEnergy interface (no ``weight`` attribute)."""
+
+    visible_type = "bernoulli"
+
+    def __init__(self, rbm):
+        super().__init__()
+        self.c = torch.nn.Parameter(rbm.hidden_bias.detach().clone())
+        self.b = torch.nn.Parameter(rbm.visible_bias.detach().clone())
+        self.coupling = torch.nn.Parameter(rbm.weight.detach().clone())
+        self.num_visible, self.num_hidden = rbm.num_visible, rbm.num_hidden
+
+    def free_energy(self, v):
+        return -(v @ self.b) - torch.nn.functional.softplus(v @ self.coupling + self.c).sum(-1)
+
+    def hidden_free_energy(self, h):
+        return -(h @ self.c) - torch.nn.functional.softplus(h @ self.coupling.t() + self.b).sum(-1)
+
+    def validate_parameters(self):
+        pass
+
+    def validate_visible(self, v, what="data"):
+        return v
+
+
+def test_generic_over_the_energy_interface():
+    rbm = _rbm(6, 4)
+    other = _RenamedRBM(rbm)
+    assert not hasattr(other, "weight")
+    for layer in ("hidden", "visible"):
+        assert float(log_partition(other, layer=layer)) == pytest.approx(float(log_partition(rbm, layer=layer)), abs=1e-12)
+    vs = binary_states(6, like=rbm.weight)
+    torch.testing.assert_close(log_prob(other, vs), log_prob(rbm, vs), rtol=0, atol=1e-12)
+    # states follow the first parameter's dtype: a float32 copy enumerates in float32
+    assert float(log_partition(other.float())) == pytest.approx(float(log_partition(rbm)), abs=1e-4)
+
+
+def test_exact_values_unchanged():
+    """Pinned: the generic version gives the numbers the RBM-specific one did (float64, fixed weights)."""
+    rbm = RBM(3, 2).double()
+    with torch.no_grad():
+        rbm.weight.copy_(torch.tensor([[0.5, -1.0], [1.5, 0.25], [-0.75, 2.0]]))
+        rbm.visible_bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        rbm.hidden_bias.copy_(torch.tensor([-0.4, 0.6]))
+    gb = GaussianBernoulliRBM(2, 2, sigma=torch.tensor([0.5, 2.0])).double()
+    with torch.no_grad():
+        gb.weight.copy_(torch.tensor([[0.5, -1.0], [1.5, 0.25]]))
+        gb.visible_bias.copy_(torch.tensor([0.1, -0.2]))
+        gb.hidden_bias.copy_(torch.tensor([-0.4, 0.6]))
+    assert float(log_partition(rbm)) == pytest.approx(RBM_LOG_Z, abs=1e-12)
+    assert float(log_partition(rbm, layer="visible")) == pytest.approx(RBM_LOG_Z, abs=1e-12)
+    assert float(log_partition(gb)) == pytest.approx(GB_LOG_Z, abs=1e-12)

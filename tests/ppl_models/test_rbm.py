@@ -5,9 +5,15 @@ import math
 import pytest
 import torch
 
-from ppl_models.errors import DataError, PPLModelsError, SpecError
-from ppl_models.rbm import RBM, GaussianBernoulliRBM
+from inference.energy import (
+    PARAMETER_ROLES,
+    AnnealableEnergy,
+    AnnealingPath,
+    TwoBlockEnergy,
+)
 from inference.exact_enumeration import binary_states
+from ppl_models.errors import DataError, PPLModelsError, SpecError
+from ppl_models.rbm import RBM, BaseRateAnnealingPath, GaussianBernoulliRBM
 
 
 def _random_rbm(V=4, H=3, scale=1.0, dtype=torch.float64):
@@ -155,3 +161,121 @@ def test_bad_sigma_rejected():
         GaussianBernoulliRBM(3, 2, sigma=0.0)
     with pytest.raises(SpecError):
         GaussianBernoulliRBM(3, 2, sigma=torch.ones(4))
+
+
+# -- the inference.energy interface ---------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda: RBM(3, 2), lambda: GaussianBernoulliRBM(3, 2),
+                                  lambda: GaussianBernoulliRBM(3, 2, learn_sigma=True)])
+def test_models_satisfy_the_energy_protocols(make):
+    model = make()
+    assert isinstance(model, TwoBlockEnergy) and isinstance(model, AnnealableEnergy)
+    assert isinstance(model.annealing_path(model.base_rate()), AnnealingPath)
+    assert not hasattr(model, "sample_hidden")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: RBM(3, 2), {"weight": "coupling", "visible_bias": "visible_bias", "hidden_bias": "hidden_bias"}),
+    (lambda: GaussianBernoulliRBM(3, 2, learn_sigma=False),
+     {"weight": "coupling", "visible_bias": "visible_bias", "hidden_bias": "hidden_bias"}),
+    (lambda: GaussianBernoulliRBM(3, 2, learn_sigma=True),
+     {"weight": "coupling", "visible_bias": "visible_bias", "hidden_bias": "hidden_bias", "log_sigma": "visible_scale"}),
+], ids=["rbm", "gbrbm-fixed-sigma", "gbrbm-learn-sigma"])
+def test_parameter_roles_cover_exactly_the_parameters(make, expected):
+    model = make()
+    assert model.parameter_roles == expected
+    assert set(model.parameter_roles) == {name for name, _ in model.named_parameters()}
+    assert set(model.parameter_roles.values()) <= set(PARAMETER_ROLES)
+    # a fixed log_sigma is a buffer: no role (nothing may decay or train it)
+    assert ("log_sigma" in model.parameter_roles) == isinstance(getattr(model, "log_sigma", None), torch.nn.Parameter)
+
+
+@pytest.mark.parametrize("make", [_random_rbm, _random_gbrbm])
+def test_annealing_path_step_is_the_difference_of_intermediate_log_densities(make):
+    model = make()
+    V = model.num_visible
+    base = torch.randn(V, dtype=torch.float64)
+    path = model.annealing_path(base)
+
+    def f(beta, v):  # f_beta(v) = (1 - beta) log p_A*(v) - beta E_v(v) + sum_j softplus(beta x_j(v))
+        if model.visible_type == "bernoulli":
+            log_base = v @ base
+        else:
+            log_base = -(((v - base) / model.sigma) ** 2).sum(-1) / 2
+        return (1 - beta) * log_base - beta * model.visible_energy(v) \
+            + torch.nn.functional.softplus(beta * model.hidden_logits(v)).sum(-1)
+
+    v = binary_states(V, like=model.weight) if model.visible_type == "bernoulli" else torch.randn(9, V, dtype=torch.float64)
+    with torch.no_grad():
+        increment, v_next = path.step(v, 0.3, 0.45)
+        expected = f(0.45, v) - f(0.3, v)
+        assert torch.allclose(increment, expected, atol=1e-12)
+        assert v_next.shape == v.shape and v_next.dtype == v.dtype
+        assert path.step(v, 0.3, 0.45, transition=False)[1] is None
+        # log Z_A normalises f_0: enumeration (binary) or the Gaussian density (real units)
+        if model.visible_type == "bernoulli":
+            assert float(torch.logsumexp(f(0.0, v), 0)) == pytest.approx(path.log_z_base, abs=1e-10)
+        else:
+            log_normal = torch.distributions.Normal(base, model.sigma).log_prob(v).sum(-1)
+            torch.testing.assert_close(f(0.0, v) - path.log_z_base, log_normal, rtol=0, atol=1e-12)
+            assert path.sample_base(4).shape == (4, V)
+
+
+def test_annealing_path_rejects_a_base_of_the_wrong_shape():
+    with pytest.raises(SpecError) as e:
+        BaseRateAnnealingPath(RBM(3, 2), torch.zeros(4))
+    assert "(3,)" in _one_line(e)
+    with pytest.raises(SpecError):
+        RBM(3, 2).annealing_path(torch.tensor([0.0, float("inf"), 0.0]))
+
+
+# -- pixel values <-> visible units ------------------------------------------------------------------
+def test_binary_rbm_scaling_is_the_identity():
+    rbm, x = RBM(3, 2), torch.rand(4, 3)
+    assert rbm.to_visible(x) is x and rbm.to_pixels(x) is x and rbm.log_jacobian() == 0.0
+
+
+def test_gbrbm_standardisation_round_trip_and_jacobian():
+    gb = GaussianBernoulliRBM(3, 2).double()
+    x = torch.rand(50, 3, dtype=torch.float64)
+    x[:, 2] = 0.5 + 0.001 * x[:, 2]  # a nearly constant pixel: its scale is floored
+    assert gb.fit_standardization(x, min_scale=0.1) is gb
+    torch.testing.assert_close(gb.data_offset, x.mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(gb.data_scale, torch.cat([x[:, :2].std(0), torch.tensor([0.1], dtype=torch.float64)]),
+                               rtol=0, atol=1e-12)
+    u = gb.to_visible(x)
+    torch.testing.assert_close(u[:, :2].mean(0), torch.zeros(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(u[:, :2].std(0), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(gb.to_pixels(u), x, rtol=0, atol=1e-12)
+    # log_jacobian is log |det dv/dx| of the affine map x -> v
+    jac = torch.autograd.functional.jacobian(gb.to_visible, x[0])
+    assert gb.log_jacobian() == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-12)
+    assert gb.log_jacobian() == pytest.approx(-float(gb.data_scale.log().sum()), abs=1e-12)
+
+
+def test_gbrbm_scaling_is_saved_with_the_weights():
+    gb = GaussianBernoulliRBM(3, 2)
+    keys = set(gb.state_dict())
+    assert {"data_offset", "data_scale"} <= keys and "data_offset" not in dict(gb.named_parameters())
+    torch.testing.assert_close(gb.to_visible(torch.ones(2, 3)), torch.ones(2, 3))  # identity until fitted
+    assert gb.log_jacobian() == 0.0
+    gb.fit_standardization(torch.rand(10, 3), min_scale=0.05)
+    fresh = GaussianBernoulliRBM(3, 2)
+    fresh.load_state_dict(gb.state_dict())
+    assert torch.equal(fresh.data_offset, gb.data_offset) and torch.equal(fresh.data_scale, gb.data_scale)
+    # a state_dict saved when the catalogue attached these buffers from outside has the same keys
+    old = GaussianBernoulliRBM(3, 2)
+    state = {k: v for k, v in old.state_dict().items()}
+    state["data_offset"], state["data_scale"] = torch.full((3,), 0.25), torch.full((3,), 2.0)
+    fresh.load_state_dict(state)
+    assert fresh.log_jacobian() == pytest.approx(-3 * math.log(2.0))
+
+
+def test_standardisation_refusals():
+    gb = GaussianBernoulliRBM(3, 2)
+    with pytest.raises(SpecError):
+        gb.fit_standardization(torch.rand(5, 3), min_scale=0.0)
+    with pytest.raises(DataError):
+        gb.fit_standardization(torch.rand(5, 4), min_scale=0.1)
+    with pytest.raises(DataError) as e:
+        gb.fit_standardization(torch.rand(1, 3), min_scale=0.1)
+    assert "2" in _one_line(e)

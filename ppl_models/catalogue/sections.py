@@ -1,9 +1,11 @@
-"""The parts of a run spec shared by every family: data, training, objective.
+"""The spec sections every family shares: data and training.
 
 A family's spec is ``{"family": ..., "model": {...}, "objective": {...},
 "data": {...}, "train": {...}}``; ``ppl-models spec MODEL`` prints it with
-defaults, and any leaf can be overridden on the command line as
+the family's defaults, and any leaf can be overridden on the command line as
 ``--set section.key=value`` (or ``--set key=value`` when the key is unique).
+A family changes a default with ``field(default_factory=lambda: TrainSpec(lr=...))``:
+a partly given section keeps the family's defaults for the keys it omits.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .data import BINARIZE_OPTIONS, DATASETS
-from .errors import SpecError
-from .specs import option
+from inference.optimizers import OPTIMIZERS, SCHEDULES
+
+from ..data import BINARIZE_OPTIONS, DATASETS
+from ..errors import SpecError
+from ..specs import option
 
 
 @dataclass
@@ -31,25 +35,29 @@ class DataSpec:
 class TrainSpec:
     epochs: int = option(100, doc="passes over the training split", min=1)
     batch_size: int = option(100, doc="minibatch size", min=1)
-    lr: float = option(1e-3, doc="Adam learning rate", min_exclusive=0.0)
-    lr_schedule: str = option("constant", doc="learning-rate schedule", choices=("constant", "exponential", "cosine"))
-    lr_decay: float = option(1.0, doc="per-epoch factor of the exponential schedule", min_exclusive=0.0)
+    optimizer: str = option("adam", doc="adam, or sgd with momentum", choices=OPTIMIZERS)
+    lr: float = option(1e-3, doc="learning rate", min_exclusive=0.0)
+    momentum: float = option(0.0, doc="sgd: momentum of the parameter velocity, in [0, 1)", min=0.0)
+    weight_decay: float = option(0.0, doc="L2 penalty (energy models: on the couplings only)", min=0.0)
+    lr_schedule: str = option("constant", doc="learning-rate schedule, per update (linear: down to lr_final x lr "
+                              "at the last update; raising epochs on resume stretches it)", choices=SCHEDULES)
+    lr_final: float = option(0.0, doc="linear: fraction of lr reached at the last update", min=0.0, max=1.0)
+    lr_decay: float = option(1.0, doc="exponential: factor per epoch", min_exclusive=0.0)
     clip_norm: Optional[float] = option(None, doc="clip the gradient's global norm", min_exclusive=0.0)
     patience: Optional[int] = option(None, doc="early stopping: epochs without validation gain", min=1)
     seed: int = option(0, doc="random seed")
     device: str = option("auto", doc="auto, cpu, cuda or cuda:N")
     eval_particles: int = option(5000, doc="importance samples per test image for the NLL", min=1)
 
-
-@dataclass
-class ObjectiveSpec:
-    name: str = option("elbo", doc="training objective", choices=("elbo", "iwae"))
-    num_particles: int = option(1, doc="samples per datapoint (k of the IWAE bound)", min=1)
-    dreg: bool = option(False, doc="doubly-reparameterised guide gradients (iwae)")
-
     def validate(self):
-        if self.dreg and self.name != "iwae":
-            raise SpecError("objective.dreg=true needs objective.name=iwae")
+        if self.momentum >= 1:
+            raise SpecError(f"train.momentum must lie in [0, 1), got {self.momentum!r}")
+
+    def fit_options(self) -> dict:
+        """The keyword arguments of :func:`inference.training.fit` this section sets."""
+        return {key: getattr(self, key) for key in ("epochs", "batch_size", "optimizer", "lr", "momentum",
+                                                     "weight_decay", "lr_schedule", "lr_final", "lr_decay",
+                                                     "clip_norm", "patience", "seed", "device")}
 
 
 # Fields that may change between a run and its resumption without making it another model.

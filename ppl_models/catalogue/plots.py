@@ -63,12 +63,3 @@ def save_training_curve(history: list[dict], path: str, title: str = "training")
     ax.grid(alpha=0.3)
     save_png(fig, path)
 
-
-def save_latent_scatter(z: torch.Tensor, labels: torch.Tensor, path: str, title: str = "posterior means") -> None:
-    """Scatter 2-D latent codes coloured by class."""
-    z, labels = z.detach().cpu().numpy(), labels.detach().cpu().numpy()
-    fig, ax = new_figure(figsize=(4.5, 4))
-    sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=4)
-    fig.colorbar(sc, ax=ax, ticks=range(10))
-    ax.set_title(title, fontsize=9)
-    save_png(fig, path)

@@ -1,4 +1,4 @@
-"""The shared SVI driver: exact resume, atomic checkpoints, early stopping, schedules, bad input."""
+"""The shared training driver: exact resume, atomic checkpoints, early stopping, schedules, bad input."""
 
 import os
 
@@ -7,9 +7,9 @@ import torch
 
 import inference.fileio as fileio
 from inference.iwae_elbo import IWAEELBO
-from inference.svi_driver import TrainingDiverged, fit
+from inference.training import CHECKPOINT_FORMAT, PyroObjective, fit
 from ppl_models.data import DynamicBinarization
-from ppl_models.errors import CheckpointError, SpecError
+from ppl_models.errors import CheckpointError, SpecError, TrainingDiverged
 from ppl_models.vae import VAE, VAEArchitecture
 
 
@@ -26,7 +26,7 @@ def new_vae(seed):
 def run(vae, epochs, ckpt, **kw):
     x = grey_data()
     valid = (torch.bernoulli(grey_data(30, seed=1), generator=torch.Generator().manual_seed(2)),)
-    return fit(vae.model, vae.guide, IWAEELBO(3), (x,), module=vae, epochs=epochs, batch_size=32, seed=7,
+    return fit(PyroObjective(IWAEELBO(3), vae.model, vae.guide), (x,), module=vae, epochs=epochs, batch_size=32, seed=7,
                valid=valid, transform=DynamicBinarization(), checkpoint_path=ckpt, progress=False,
                lr_schedule="exponential", lr_decay=0.9, **kw)
 
@@ -64,7 +64,7 @@ def test_run_killed_mid_epoch_resumes_exactly(tmp_path):
     killed = new_vae(0)
     ckpt = str(tmp_path / "k.pt")
     with pytest.raises(KeyboardInterrupt):
-        fit(killed.model, killed.guide, Killer(3), (grey_data(),), module=killed, epochs=3, batch_size=32, seed=7,
+        fit(PyroObjective(Killer(3), killed.model, killed.guide), (grey_data(),), module=killed, epochs=3, batch_size=32, seed=7,
             valid=(torch.bernoulli(grey_data(30, seed=1), generator=torch.Generator().manual_seed(2)),),
             transform=DynamicBinarization(), checkpoint_path=ckpt, progress=False,
             lr_schedule="exponential", lr_decay=0.9)
@@ -108,15 +108,15 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
 class ScriptedObjective:
     """Gradient pushes one parameter up by lr each step; validation losses follow a script."""
 
-    def __init__(self, valid_losses):
+    def __init__(self, toy, valid_losses):
+        self.toy = toy
         self.valid_losses = list(valid_losses)
-        self.epoch_losses = []
 
-    def loss_and_grads(self, model, guide, x):
-        model.__self__.w.grad = -torch.ones_like(model.__self__.w)
+    def loss_and_grads(self, x):
+        self.toy.w.grad = -torch.ones_like(self.toy.w)
         return float(x.shape[0])
 
-    def loss(self, model, guide, x):
+    def loss(self, x):
         return self.valid_losses.pop(0) * x.shape[0]
 
 
@@ -125,25 +125,19 @@ class Toy(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
 
-    def model(self, x):
-        pass
-
-    def guide(self, x):
-        pass
-
 
 def test_early_stopping_restores_best_weights():
     toy = Toy()
     x = torch.zeros(10, 1)
-    objective = ScriptedObjective([5.0, 3.0, 4.0, 4.5, 6.0, 1.0])
-    result = fit(toy.model, toy.guide, objective, (x,), module=toy, epochs=6, batch_size=10, valid=(x,),
+    objective = ScriptedObjective(toy, [5.0, 3.0, 4.0, 4.5, 6.0, 1.0])
+    result = fit(objective, (x,), module=toy, epochs=6, batch_size=10, valid=(x,),
                  patience=2, lr=0.1, progress=False)
     assert result.stopped_early and len(result.history) == 4
     assert result.best_epoch == 2
     assert [h["valid_loss"] for h in result.history] == [5.0, 3.0, 4.0, 4.5]
     w_after_2 = toy.w.item()
     toy2 = Toy()
-    fit(toy2.model, toy2.guide, ScriptedObjective([1.0] * 2), (x,), module=toy2, epochs=2, batch_size=10,
+    fit(ScriptedObjective(toy2, [1.0] * 2), (x,), module=toy2, epochs=2, batch_size=10,
         valid=(x,), lr=0.1, progress=False)
     assert w_after_2 == pytest.approx(toy2.w.item())  # the weights of epoch 2, not of epoch 4
 
@@ -151,7 +145,7 @@ def test_early_stopping_restores_best_weights():
 def test_exponential_schedule_and_clipping_are_applied():
     toy = Toy()
     x = torch.zeros(10, 1)
-    result = fit(toy.model, toy.guide, ScriptedObjective([]), (x,), module=toy, epochs=3, batch_size=10, lr=0.1,
+    result = fit(ScriptedObjective(toy, []), (x,), module=toy, epochs=3, batch_size=10, lr=0.1,
                  lr_schedule="exponential", lr_decay=0.5, clip_norm=1e-3, progress=False)
     assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.05, 0.025])
 
@@ -160,14 +154,14 @@ def test_divergence_is_reported_and_keeps_last_checkpoint(tmp_path):
     class NaNAfter(ScriptedObjective):
         steps = 0
 
-        def loss_and_grads(self, model, guide, x):
+        def loss_and_grads(self, x):
             NaNAfter.steps += 1
-            return float("nan") if NaNAfter.steps > 2 else super().loss_and_grads(model, guide, x)
+            return float("nan") if NaNAfter.steps > 2 else super().loss_and_grads(x)
 
     toy = Toy()
     ckpt = str(tmp_path / "c.pt")
     with pytest.raises(TrainingDiverged, match="epoch 3"):
-        fit(toy.model, toy.guide, NaNAfter([]), (torch.zeros(10, 1),), module=toy, epochs=5, batch_size=10,
+        fit(NaNAfter(toy, []), (torch.zeros(10, 1),), module=toy, epochs=5, batch_size=10,
             checkpoint_path=ckpt, progress=False)
     assert torch.load(ckpt, weights_only=False)["epoch"] == 2
 
@@ -184,12 +178,108 @@ def test_bad_arguments(kwargs, match):
     toy = Toy()
     args = {"epochs": 1, "batch_size": 10, **kwargs}
     with pytest.raises(SpecError, match=match):
-        fit(toy.model, toy.guide, ScriptedObjective([]), (torch.zeros(10, 1),), module=toy, progress=False, **args)
+        fit(ScriptedObjective(toy, []), (torch.zeros(10, 1),), module=toy, progress=False, **args)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
 def test_cuda_requested_without_cuda():
     toy = Toy()
     with pytest.raises(SpecError, match="CUDA is not available"):
-        fit(toy.model, toy.guide, ScriptedObjective([]), (torch.zeros(10, 1),), module=toy, epochs=1,
+        fit(ScriptedObjective(toy, []), (torch.zeros(10, 1),), module=toy, epochs=1,
             device="cuda", progress=False)
+
+
+def test_checkpoint_of_another_format_or_other_settings_is_refused(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    torch.save({"epoch": 1, "module": {}}, ckpt)  # a checkpoint of the driver before format 2
+    with pytest.raises(CheckpointError, match="format .*delete it"):
+        run(new_vae(0), 2, str(ckpt))
+    ckpt.unlink()
+    run(new_vae(0), 1, str(ckpt))
+    assert torch.load(ckpt, weights_only=False)["format"] == CHECKPOINT_FORMAT
+    with pytest.raises(CheckpointError, match="batch_size=32.*batch_size=16"):
+        x = grey_data()
+        vae = new_vae(0)
+        fit(PyroObjective(IWAEELBO(3), vae.model, vae.guide), (x,), module=vae, epochs=2, batch_size=16, seed=7,
+            transform=DynamicBinarization(), checkpoint_path=str(ckpt), progress=False,
+            lr_schedule="exponential", lr_decay=0.9)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    # 10 rows, batch 5: 2 updates an epoch, 3 epochs; "lr" is that of each epoch's last update
+    ("constant", [1.0, 1.0, 1.0]),
+    ("linear", [1 - 0.9 * 1 / 5, 1 - 0.9 * 3 / 5, 0.1]),  # lr_final 0.1 at update 5 of 0..5
+    ("exponential", [1.0, 0.5, 0.25]),
+    ("cosine", [1.0, 0.75, 0.25]),  # (1 + cos(pi e / 3)) / 2 for e = 0, 1, 2
+])
+def test_schedules_per_update(schedule, expected):
+    toy = Toy()
+    result = fit(ScriptedObjective(toy, []), (torch.zeros(10, 1),), module=toy, epochs=3, batch_size=5, lr=1.0,
+                 optimizer="sgd", lr_schedule=schedule, lr_final=0.1, lr_decay=0.5, progress=False)
+    assert [h["lr"] for h in result.history] == pytest.approx(expected)
+
+
+def test_sgd_momentum_and_weight_decay_only_on_named_parameters():
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.coupling = torch.nn.Parameter(torch.ones(1))
+            self.bias = torch.nn.Parameter(torch.ones(1))
+
+    class ZeroGradient:
+        def __init__(self, module):
+            self.module = module
+
+        def loss_and_grads(self, x):
+            for p in self.module.parameters():
+                p.grad = torch.zeros_like(p)
+            return 0.0
+
+        def loss(self, x):
+            return 0.0
+
+    two = Two()
+    fit(ZeroGradient(two), (torch.zeros(4, 1),), module=two, epochs=2, batch_size=2, optimizer="sgd", lr=0.1,
+        momentum=0.5, weight_decay=0.1, decay=["coupling"], progress=False)
+    # gradient 0.1 * w only on the coupling: b1 = 0.1, w = 0.99; b2 = 0.05 + 0.099, w -= 0.0149; ...
+    w, b = 1.0, 0.0
+    for _ in range(4):
+        b = 0.5 * b + 0.1 * w
+        w -= 0.1 * b
+    assert two.coupling.item() == pytest.approx(w) and two.bias.item() == 1.0
+    with pytest.raises(SpecError, match="decay names parameters"):
+        fit(ZeroGradient(two), (torch.zeros(4, 1),), module=two, epochs=1, optimizer="sgd", weight_decay=0.1,
+            decay=["weights"], progress=False)
+
+
+def test_objective_state_and_end_of_epoch_hook_survive_a_resume(tmp_path):
+    class Counting(ScriptedObjective):
+        def __init__(self, toy):
+            super().__init__(toy, [])
+            self.updates, self.epochs_ended = 0, 0
+
+        def loss_and_grads(self, x):
+            self.updates += 1
+            return super().loss_and_grads(x)
+
+        def end_epoch(self):
+            self.epochs_ended += 1
+
+        def state_dict(self):
+            return {"updates": self.updates, "epochs_ended": self.epochs_ended}
+
+        def load_state_dict(self, state):
+            self.updates, self.epochs_ended = state["updates"], state["epochs_ended"]
+
+    ckpt = str(tmp_path / "c.pt")
+    toy = Toy()
+    fit(Counting(toy), (torch.zeros(10, 1),), module=toy, epochs=2, batch_size=5, checkpoint_path=ckpt, progress=False)
+    resumed = Counting(Toy())
+    fit(resumed, (torch.zeros(10, 1),), module=Toy(), epochs=3, batch_size=5, checkpoint_path=ckpt, progress=False)
+    assert (resumed.updates, resumed.epochs_ended) == (6, 3)
+
+
+def test_a_bare_pyro_elbo_is_refused_with_the_fix():
+    vae = new_vae(0)
+    with pytest.raises(SpecError, match="PyroObjective"):
+        fit(IWAEELBO(3), (grey_data(),), module=vae, epochs=1, progress=False)

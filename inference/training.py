@@ -1,0 +1,265 @@
+"""The shared training driver: one :func:`fit` for every family.
+
+A family hands :func:`fit` an :class:`Objective` (a Pyro ELBO wrapped with
+its model and guide by :class:`PyroObjective`, contrastive divergence whose
+persistent chains are a Gibbs kernel's state, EM, ...), the module that owns
+the parameters and the training tensors. The driver owns everything around
+the update: device, seeding, minibatches (one shuffling scheme), the
+optimiser (:mod:`inference.optimizers`: Adam or SGD with momentum and weight
+decay) and its per-update schedule, gradient clipping, a progress bar,
+per-epoch metrics through one callback, early stopping, divergence, and one
+versioned checkpoint format.
+
+Exact resume: at the end of every epoch the driver writes one atomic
+checkpoint holding the parameters, optimiser and schedule state, the
+objective's own state (e.g. persistent chains), every random state (the
+global torch RNG that Pyro and the samplers draw from, the shuffling
+generator, the binarisation generator), the metric history and the
+early-stopping state. A run killed at any point and restarted with the same
+arguments continues from the last finished epoch and ends with parameters
+equal, bit for bit, to those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Collection, Optional, Protocol, Sequence, runtime_checkable
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .devices import resolve_device
+from .errors import CheckpointError, SpecError, TrainingDiverged
+from .minibatches import make_loader
+from .optimizers import OptimizerChoice, make_optimizer, make_schedule
+
+__all__ = ["CHECKPOINT_FORMAT", "FitResult", "Objective", "PyroObjective", "evaluate_loss", "fit"]
+
+#: written into every checkpoint; a checkpoint of another format is refused with a one-line error
+CHECKPOINT_FORMAT = "ppl-models/training-checkpoint/2"
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What :func:`fit` trains with.
+
+    ``loss_and_grads(*batch)`` returns the per-datapoint loss *summed* over the
+    batch (a float) and accumulates its gradient into the parameters' ``.grad``;
+    ``loss(*batch)`` returns the same number without side effects (validation).
+    Optional hooks, called when present: ``end_epoch()`` after an epoch's last
+    update (EM's M-step), and ``state_dict()`` / ``load_state_dict(state)`` for
+    state that must survive a resume (persistent chains, running averages).
+    """
+
+    def loss_and_grads(self, *batch: torch.Tensor) -> float: ...
+
+    def loss(self, *batch: torch.Tensor) -> float: ...
+
+
+class PyroObjective:
+    """A :class:`pyro.infer.ELBO` (or anything with its ``loss`` / ``loss_and_grads``) bound to a model and guide.
+
+    Example::
+
+        fit(PyroObjective(IWAEELBO(num_particles=5), vae.model, vae.guide), (x,), module=vae, epochs=10)
+    """
+
+    def __init__(self, elbo, model: Callable, guide: Callable):
+        self.elbo, self.model, self.guide = elbo, model, guide
+
+    def loss_and_grads(self, *batch):
+        return self.elbo.loss_and_grads(self.model, self.guide, *batch)
+
+    def loss(self, *batch):
+        return self.elbo.loss(self.model, self.guide, *batch)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: per-epoch metrics and where training ended."""
+
+    history: list = field(default_factory=list)
+    best_epoch: Optional[int] = None
+    stopped_early: bool = False
+    resumed_from: Optional[int] = None
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{name} must be a positive integer, got {value!r}")
+
+
+def evaluate_loss(objective: Objective, data: Sequence[torch.Tensor], batch_size: int) -> float:
+    """The objective's loss per datapoint over ``data``, in batches, without gradients."""
+    total = 0.0
+    with torch.no_grad():
+        for batch in make_loader(*data, batch_size=batch_size, shuffle=False):
+            total += objective.loss(*batch)
+    return total / data[0].shape[0]
+
+
+def _check_finite_parameters(module, epoch: int, lr: float) -> None:
+    for name, p in module.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise TrainingDiverged(f"training diverged: parameter {name} is not finite after epoch {epoch}; "
+                                   f"lower lr (now {lr:g}) or set clip_norm (the last finished epoch's checkpoint is kept)")
+
+
+def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn.Module, epochs: int,
+        batch_size: int = 100, optimizer: OptimizerChoice = "adam", lr: float = 1e-3, momentum: float = 0.0,
+        weight_decay: float = 0.0, decay: Optional[Collection[str]] = None, lr_schedule: str = "constant",
+        lr_final: float = 0.0, lr_decay: float = 1.0, clip_norm: Optional[float] = None, seed: int = 0,
+        device: Optional[str] = None, valid: Optional[Sequence[torch.Tensor]] = None,
+        patience: Optional[int] = None, transform: Optional[Callable] = None,
+        checkpoint_path: Optional[str] = None, progress: bool = True, validate: bool = False,
+        on_epoch_end: Optional[Callable[[dict], None]] = None) -> FitResult:
+    """Train ``module``'s parameters by minimising ``objective`` over minibatches of ``train``.
+
+    :param objective: an :class:`Objective`; wrap a Pyro ELBO in :class:`PyroObjective`.
+    :param train: tensors sharing their first dimension, e.g. ``(x,)`` or ``(x, y)``;
+        each batch is passed as ``objective.loss_and_grads(*batch)``.
+    :param optimizer: ``"adam"``, ``"sgd"`` (with ``momentum``) or ``factory(module)``;
+        ``weight_decay`` applies to the parameters named in ``decay`` (default all).
+    :param str lr_schedule: see :mod:`inference.optimizers` (``lr_final``, ``lr_decay``).
+    :param valid: same layout as ``train``; its loss per datapoint is recorded every epoch
+        and drives early stopping when ``patience`` is set (best weights restored).
+    :param transform: applied to the first tensor of each training batch with the
+        driver's own generator, e.g. dynamic binarisation.
+    :param checkpoint_path: where the per-epoch checkpoint lives; an existing one is resumed
+        from (``epochs`` may be raised; the other settings must match).
+    :param on_epoch_end: called with each epoch's metrics dict before it is checkpointed;
+        what it adds is kept in the history. It must not draw from the global RNG.
+    :returns: :class:`FitResult` with one metrics dict per epoch.
+    """
+    if isinstance(objective, pyro.infer.ELBO):
+        raise SpecError("fit takes an Objective; wrap a Pyro ELBO with its model and guide: "
+                        "PyroObjective(elbo, model, guide)")
+    if not isinstance(objective, Objective):
+        raise SpecError(f"objective must have loss_and_grads(*batch) and loss(*batch), got {type(objective).__name__}")
+    _check_positive_int("epochs", epochs)
+    _check_positive_int("batch_size", batch_size)
+    if patience is not None:
+        _check_positive_int("patience", patience)
+    if clip_norm is not None and not clip_norm > 0:
+        raise SpecError(f"clip_norm must be > 0 or None, got {clip_norm!r}")
+    dev = resolve_device(device)
+    module.to(dev)
+    train = [t.to(dev) for t in train]
+    valid = [t.to(dev) for t in valid] if valid is not None else None
+    n_train = train[0].shape[0]
+    steps_per_epoch = math.ceil(n_train / batch_size)
+
+    if callable(optimizer) and not isinstance(optimizer, str):
+        opt = optimizer(module)
+    else:
+        opt = make_optimizer(module, optimizer, lr, momentum, weight_decay, decay)
+    scheduler = make_schedule(opt, lr_schedule, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                              lr_final=lr_final, lr_decay=lr_decay)
+    settings = {"batch_size": batch_size, "optimizer": optimizer if isinstance(optimizer, str) else "factory",
+                "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "lr_schedule": lr_schedule,
+                "lr_final": lr_final, "lr_decay": lr_decay, "clip_norm": clip_norm, "seed": seed, "patience": patience}
+    shuffle_gen = torch.Generator()
+    transform_gen = torch.Generator(device=dev)
+    result = FitResult()
+    best = {"loss": math.inf, "epoch": None, "state": None, "bad_epochs": 0}
+    start_epoch = 1
+
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        ckpt = load_checkpoint(checkpoint_path, map_location=dev)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            found = ckpt.get("format", "none") if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise CheckpointError(f"checkpoint {checkpoint_path} has format {found!r}, this version writes "
+                                  f"{CHECKPOINT_FORMAT!r} (an earlier ppl-models); delete it to train from scratch")
+        for key, value in settings.items():
+            if ckpt["settings"].get(key) != value:
+                raise CheckpointError(f"checkpoint {checkpoint_path} was written with {key}={ckpt['settings'].get(key)!r}, "
+                                      f"this run has {key}={value!r}; use the same settings or another checkpoint")
+        module.load_state_dict(ckpt["module"])
+        opt.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if hasattr(objective, "load_state_dict"):
+            objective.load_state_dict(ckpt["objective"])
+        set_rng_state(ckpt["rng"])
+        shuffle_gen.set_state(ckpt["shuffle_gen"])
+        transform_gen.set_state(ckpt["transform_gen"].to(transform_gen.get_state().device))
+        result.history = ckpt["history"]
+        best = ckpt["best"]
+        start_epoch = ckpt["epoch"] + 1
+        result.resumed_from = ckpt["epoch"]
+        if best["bad_epochs"] >= (patience or math.inf):
+            start_epoch = epochs + 1  # the run had already stopped early
+            result.stopped_early = True
+    else:
+        pyro.set_rng_seed(seed)
+        shuffle_gen.manual_seed(seed)
+        transform_gen.manual_seed(seed + 1)
+
+    loader = make_loader(*train, batch_size=batch_size, generator=shuffle_gen)
+    bar = tqdm(total=steps_per_epoch * max(0, epochs - start_epoch + 1), disable=not progress, unit="step",
+               dynamic_ncols=True, leave=False)
+    params = [p for p in module.parameters() if p.requires_grad]
+    module.train()
+    try:
+        with pyro.validation_enabled(validate):
+            for epoch in range(start_epoch, epochs + 1):
+                started = time.perf_counter()
+                total = 0.0
+                for step, batch in enumerate(loader):
+                    if transform is not None:
+                        batch = (transform(batch[0], generator=transform_gen), *batch[1:])
+                    opt.zero_grad(set_to_none=True)
+                    loss = objective.loss_and_grads(*batch)
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"training diverged: loss is {loss} at epoch {epoch}, step {step + 1}; "
+                            "lower lr or set clip_norm (the last finished epoch's checkpoint is kept)")
+                    if clip_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                    lr_now = opt.param_groups[0]["lr"]
+                    opt.step()
+                    scheduler.step()
+                    total += loss
+                    bar.update()
+                if hasattr(objective, "end_epoch"):
+                    objective.end_epoch()
+                _check_finite_parameters(module, epoch, lr_now)
+                metrics = {"epoch": epoch, "train_loss": total / n_train, "lr": lr_now}
+                if valid is not None:
+                    module.eval()
+                    metrics["valid_loss"] = evaluate_loss(objective, valid, batch_size)
+                    module.train()
+                    if metrics["valid_loss"] < best["loss"]:
+                        best.update(loss=metrics["valid_loss"], epoch=epoch, bad_epochs=0,
+                                    state=copy.deepcopy(module.state_dict()) if patience else None)
+                    else:
+                        best["bad_epochs"] += 1
+                if on_epoch_end is not None:
+                    on_epoch_end(metrics)
+                metrics["seconds"] = time.perf_counter() - started
+                result.history.append(metrics)
+                bar.set_postfix({k: round(v, 3) for k, v in metrics.items() if k.endswith("loss")}, refresh=False)
+                bar.set_description(f"epoch {epoch}/{epochs}")
+                if checkpoint_path is not None:
+                    save_atomic({"format": CHECKPOINT_FORMAT, "epoch": epoch, "settings": settings,
+                                 "module": module.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": scheduler.state_dict(),
+                                 "objective": objective.state_dict() if hasattr(objective, "state_dict") else None,
+                                 "rng": rng_state(), "shuffle_gen": shuffle_gen.get_state(),
+                                 "transform_gen": transform_gen.get_state(), "history": result.history,
+                                 "best": best}, checkpoint_path)
+                if patience is not None and best["bad_epochs"] >= patience:
+                    result.stopped_early = True
+                    break
+    finally:
+        bar.close()
+    module.eval()
+    result.best_epoch = best["epoch"]
+    if patience is not None and best["state"] is not None:
+        module.load_state_dict(best["state"])
+    return result

@@ -1,0 +1,97 @@
+"""What a family of the catalogue provides: the interface every registered family implements.
+
+A family joins a model file (what the model is) to the inference that fits
+and queries it. Two bases carry what families of a kind share:
+:class:`~ppl_models.catalogue.directed.DirectedFamily` (a Pyro model/guide
+pair) and :class:`~ppl_models.catalogue.energy.EnergyFamily` (an energy with
+a Gibbs kernel); a new family subclasses one, supplies its spec and builder
+(and, for a directed family, its objectives), and adds one line to
+:mod:`ppl_models.catalogue.registry`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar, Optional
+
+import torch
+
+from ..data import load_dataset
+from ..errors import SpecError
+from .plots import save_image_grid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data import Splits
+    from .run_directory import RunDirectory, TrainedModel
+
+
+class Family(ABC):
+    """One family of the catalogue.
+
+    :cvar name: the name users type (``ppl-models train NAME``).
+    :cvar kind: ``"directed"`` or ``"energy"``.
+    :cvar summary: one line for ``ppl-models list``, with the paper.
+    :cvar spec_class: the run spec dataclass; ``spec_class()`` is the family's default spec.
+    :cvar sample_options: the keyword options :meth:`sample` takes (checked, named in errors).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    summary: ClassVar[str]
+    spec_class: ClassVar[type]
+    sample_options: ClassVar[tuple] = ()
+
+    # -- data and model ------------------------------------------------------------
+    def load_data(self, spec) -> "Splits":
+        """The data splits the spec names, checked for what the model needs."""
+        d = spec.data
+        return load_dataset(d.dataset, path=d.path, binarize=d.binarize, threshold=d.threshold,
+                            valid_size=d.valid_size, test_size=d.test_size, split_seed=d.split_seed)
+
+    @abstractmethod
+    def resolve(self, spec, data: "Splits") -> None:
+        """Fill in what the spec leaves to the data (input size, classes), or say why they disagree."""
+
+    @abstractmethod
+    def build(self, spec) -> torch.nn.Module:
+        """The untrained model module of a resolved spec."""
+
+    # -- training and evaluation -----------------------------------------------------
+    @abstractmethod
+    def train(self, spec, run: "RunDirectory", data: "Splits", progress: bool, log) -> dict:
+        """Train through :func:`inference.training.fit` into ``run`` (resuming its checkpoint);
+        write the weights, metrics and curves; return the metrics."""
+
+    @abstractmethod
+    def evaluate(self, trained: "TrainedModel", data: "Splits", num_particles: Optional[int] = None,
+                 progress: bool = False) -> dict:
+        """The family's test figures, merged into the trained model's metrics."""
+
+    @abstractmethod
+    def summary_line(self, metrics: dict) -> str:
+        """One line of the evaluation for a person (what ``ppl-models train/evaluate`` print)."""
+
+    @abstractmethod
+    def log_likelihood(self, trained: "TrainedModel", x: torch.Tensor, num_particles: Optional[int] = None) -> torch.Tensor:
+        """log p(x) per image (nats) by the family's estimator (exact, importance sampling or AIS)."""
+
+    # -- queries ------------------------------------------------------------------------
+    @abstractmethod
+    def sample(self, trained: "TrainedModel", n: int, **options) -> torch.Tensor:
+        """``n`` images (pixel values in [0, 1]), flat ``(n, D)``."""
+
+    @abstractmethod
+    def posterior(self, trained: "TrainedModel", x: torch.Tensor, num_samples: int = 1) -> dict:
+        """The latent (or hidden) variables given images ``x``: ``{site: tensor}``."""
+
+    def sample_grid(self, trained: "TrainedModel", n: int, path: str, **options) -> None:
+        """A PNG of :meth:`sample`'s images."""
+        save_image_grid(self.sample(trained, n, **options), trained.image_shape, path,
+                        title=f"{self.name}: {n} samples")
+
+    def check_options(self, options: dict) -> None:
+        unknown = sorted(set(options) - set(self.sample_options))
+        if unknown:
+            names = list(self.sample_options)
+            allowed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) or "none"
+            raise SpecError(f"{self.name} samples take the options {allowed}, got {', '.join(unknown)}")

@@ -1,0 +1,18 @@
+"""The families of the catalogue, one line each; ``ppl-models list`` prints them in this order."""
+
+from __future__ import annotations
+
+from .dcim import DCIMFamily
+from .family import Family
+from .mixture import MixtureFamily
+from .rbm import GBRBMFamily, RBMFamily
+from .vae import IWAEFamily, VAEFamily
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    VAEFamily(),
+    IWAEFamily(),
+    DCIMFamily(),
+    RBMFamily(),
+    GBRBMFamily(),
+    MixtureFamily(),
+)}

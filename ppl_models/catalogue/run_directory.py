@@ -1,0 +1,130 @@
+"""The run directory: one place that reads and writes a trained model's files.
+
+::
+
+    spec.json               the full spec (model, objective, data, train)
+    checkpoint.pt           the driver's per-epoch checkpoint (resume)
+    model.pt                final weights
+    metrics.json            evaluation and the per-epoch history
+    test_log_likelihood.pt  per-image test log-likelihoods, for paired comparisons
+    samples.png             a grid of model samples
+    training_curve.png      training curves
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from inference.checkpoint import load_checkpoint, read_json, save_atomic
+from inference.fileio import write_json_atomic
+
+from ..errors import CheckpointError
+from .sections import RESUMABLE_CHANGES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .family import Family
+
+SPEC, WEIGHTS, METRICS, CHECKPOINT = "spec.json", "model.pt", "metrics.json", "checkpoint.pt"
+SAMPLES, CURVE, TEST_LOG_LIKELIHOOD = "samples.png", "training_curve.png", "test_log_likelihood.pt"
+
+
+def _differences(a: dict, b: dict, prefix=()) -> list:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, prefix + (key,))
+        elif va != vb and prefix + (key,) not in RESUMABLE_CHANGES:
+            out.append((".".join(prefix + (key,)), va, vb))
+    return out
+
+
+class RunDirectory:
+    """The files of one run; ``path(NAME)`` is where a file lives."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def prepare(self, spec_dict: dict, normalise: Callable[[dict], dict]) -> None:
+        """Refuse a directory that holds another model or foreign files, never overwriting one;
+        then write ``spec.json``. ``normalise`` fills an older spec's missing keys with defaults,
+        so that a spec written before a key existed still matches."""
+        if os.path.exists(self.path(SPEC)):
+            diffs = _differences(normalise(self.read_spec()), spec_dict)
+            if diffs:
+                key, was, now = diffs[0]
+                raise CheckpointError(f"{self.directory} already holds a different model ({key}: {was!r} there, "
+                                      f"{now!r} now); choose another --out or remove it")
+        elif os.path.isdir(self.directory) and os.listdir(self.directory):
+            raise CheckpointError(f"{self.directory} exists and is not a ppl-models run directory (no spec.json); "
+                                  "choose another --out")
+        write_json_atomic(spec_dict, self.path(SPEC))
+
+    def read_spec(self) -> dict:
+        return read_json(self.path(SPEC), "spec")
+
+    def read_metrics(self) -> dict:
+        return read_json(self.path(METRICS), "metrics") if os.path.exists(self.path(METRICS)) else {}
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json_atomic(metrics, self.path(METRICS))
+
+    def save_trained(self, module: torch.nn.Module, metrics: dict) -> dict:
+        """Write a finished run's weights and metrics atomically. ``train_seconds`` is summed over the
+        history's per-epoch ``seconds``, so a run resumed after a kill reports its whole training time."""
+        metrics = dict(metrics)
+        metrics["train_seconds"] = sum(h.get("seconds", 0.0) for h in metrics.get("history", []))
+        save_atomic(module.state_dict(), self.path(WEIGHTS))
+        self.write_metrics(metrics)
+        return metrics
+
+    def load_weights(self, module: torch.nn.Module) -> None:
+        if not os.path.exists(self.path(WEIGHTS)):
+            raise CheckpointError(f"{self.directory} has no model.pt: training has not finished (re-run train to resume)")
+        try:
+            module.load_state_dict(load_checkpoint(self.path(WEIGHTS), map_location="cpu"))
+        except RuntimeError as e:  # keys or shapes of another version or model
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{self.path(WEIGHTS)} does not fit this version's {type(module).__name__} "
+                                  f"({first}); train the model again") from None
+
+    def save_test_log_likelihood(self, ll: torch.Tensor) -> None:
+        save_atomic(ll.cpu(), self.path(TEST_LOG_LIKELIHOOD))
+
+
+@dataclass
+class TrainedModel:
+    """A run directory loaded back: the spec, the module with its weights, the metrics, its family."""
+
+    directory: str
+    spec: object
+    module: torch.nn.Module
+    metrics: dict
+    family: "Family"
+
+    @property
+    def run(self) -> RunDirectory:
+        return RunDirectory(self.directory)
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.metrics.get("image_shape") or (1, -1))
+
+    def sample(self, n: int, **options) -> torch.Tensor:
+        """``n`` images from the model (see the family's ``sample``)."""
+        return self.family.sample(self, n, **options)
+
+    def log_likelihood(self, x: torch.Tensor, num_particles=None) -> torch.Tensor:
+        """log p(x) per image (nats), by the family's estimator."""
+        return self.family.log_likelihood(self, x, num_particles)
+
+    def posterior(self, x: torch.Tensor, num_samples: int = 1) -> dict:
+        """The latent variables given ``x`` (see the family's ``posterior``)."""
+        return self.family.posterior(self, x, num_samples)
