@@ -174,8 +174,9 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
         ckpt = load_checkpoint(checkpoint_path, map_location=dev)
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             found = ckpt.get("format", "none") if isinstance(ckpt, dict) else type(ckpt).__name__
-            raise CheckpointError(f"checkpoint {checkpoint_path} has format {found!r}, this version writes "
-                                  f"{CHECKPOINT_FORMAT!r} (an earlier ppl-models); delete it to train from scratch")
+            raise CheckpointError(f"checkpoint {checkpoint_path} was written by an earlier ppl-models (format {found!r}, "
+                                  f"this version writes {CHECKPOINT_FORMAT!r}); delete it to train from scratch "
+                                  "(a finished run's model.pt still loads for evaluate and sample)")
         for key, value in settings.items():
             if ckpt["settings"].get(key) != value:
                 raise CheckpointError(f"checkpoint {checkpoint_path} was written with {key}={ckpt['settings'].get(key)!r}, "

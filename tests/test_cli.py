@@ -157,3 +157,19 @@ def test_killed_training_resumes_from_checkpoint_to_the_same_model(capsys, tmp_p
     a = torch.load(os.path.join(full, "model.pt"))
     b = torch.load(os.path.join(killed, "model.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_directory_from_before_the_unified_train_section_is_still_the_same_model(capsys, tmp_path, trained):
+    """spec.json written before train.optimizer / momentum / weight_decay / lr_final existed: evaluate, sample and
+    train again all accept it as the same model (its missing keys take the defaults it was trained with)."""
+    import shutil
+
+    old = str(tmp_path / "old")
+    shutil.copytree(trained, old)
+    spec = json.load(open(os.path.join(old, "spec.json")))
+    for key in ("optimizer", "momentum", "weight_decay", "lr_final"):
+        del spec["train"][key]
+    json.dump(spec, open(os.path.join(old, "spec.json"), "w"))
+    assert run_cli(capsys, "evaluate", old, "--no-progress")[0] == 0
+    code, out, err = run_cli(capsys, "train", "vae", *TINY, "--out", old)
+    assert code == 0 and "test NLL" in out, err

@@ -13,7 +13,8 @@ from inference.energy import (
 )
 from inference.exact_enumeration import binary_states
 from ppl_models.errors import DataError, PPLModelsError, SpecError
-from ppl_models.rbm import RBM, BaseRateAnnealingPath, GaussianBernoulliRBM
+from ppl_models.rbm import RBM, GaussianBernoulliRBM
+from ppl_models.rbm_annealing import BaseRateAnnealingPath
 
 
 def _random_rbm(V=4, H=3, scale=1.0, dtype=torch.float64):
