@@ -56,7 +56,7 @@ from ppl_models.data import load_dataset  # noqa: E402
 from ppl_models.data.mnist5k import mnist5k_path, read_mnist5k  # noqa: E402
 from ppl_models.dcim import DCIM, dense_spec, paper_cnn_spec  # noqa: E402
 from inference.fileio import write_bytes_atomic  # noqa: E402
-from ppl_models.plots import image_grid  # noqa: E402
+from ppl_models.catalogue.plots import image_grid  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")

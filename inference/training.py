@@ -240,9 +240,9 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                                     state=copy.deepcopy(module.state_dict()) if patience else None)
                     else:
                         best["bad_epochs"] += 1
+                metrics["seconds"] = time.perf_counter() - started  # the epoch, before the caller's monitors
                 if on_epoch_end is not None:
                     on_epoch_end(metrics)
-                metrics["seconds"] = time.perf_counter() - started
                 result.history.append(metrics)
                 bar.set_postfix({k: round(v, 3) for k, v in metrics.items() if k.endswith("loss")}, refresh=False)
                 bar.set_description(f"epoch {epoch}/{epochs}")
