@@ -34,6 +34,7 @@ import dataclasses
 import math
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import SpecError
 
@@ -75,8 +76,9 @@ def default_schedule(num_temperatures: int = 14500, *, like: torch.Tensor | None
     if isinstance(num_temperatures, bool) or not isinstance(num_temperatures, int) or num_temperatures < 3:
         raise SpecError(f"num_temperatures must be an integer >= 3, got {num_temperatures!r}")
     n1 = max(1, round(num_temperatures * 500 / 14500))
-    n2 = max(1, round(num_temperatures * 4000 / 14500))
-    n3 = max(1, num_temperatures - n1 - n2)
+    # the last piece needs two points to end at 1: short schedules give up the middle piece first
+    n2 = min(max(1, round(num_temperatures * 4000 / 14500)), num_temperatures - n1 - 2)
+    n3 = num_temperatures - n1 - n2
     kwargs = {"dtype": torch.float64, "device": like.device if like is not None else None}
     return torch.cat([
         torch.linspace(0, 0.5, n1 + 1, **kwargs)[:-1],
@@ -127,17 +129,22 @@ def _group_sizes(num_runs: int, groups: int) -> list:
     return [num_runs // groups + (1 if g < num_runs % groups else 0) for g in range(groups)]
 
 
-def _run_group(path, num_runs: int, beta_list: list) -> torch.Tensor:
+def _run_group(path, num_runs: int, beta_list: list, bar=None) -> torch.Tensor:
     """Log-weights of ``num_runs`` parallel AIS runs along ``path`` (RNG order: base draws, then each
     temperature's transition)."""
     v = path.sample_base(num_runs)
     log_w = torch.zeros(num_runs, dtype=torch.float64, device=v.device)
     last = len(beta_list) - 1
+    every = max(1, last // 200)  # a bar update costs more than a small model's step: about 200 of them
     for k in range(1, last + 1):
         increment, v_next = path.step(v, beta_list[k - 1], beta_list[k], transition=k < last)
         log_w += increment.double()
         if v_next is not None:
             v = v_next
+        if bar is not None and k % every == 0:
+            bar.update(every)
+    if bar is not None:
+        bar.update(last % every)
     return log_w
 
 
@@ -147,7 +154,8 @@ def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def ais_log_partition(model, data: torch.Tensor | None = None, *, num_runs: int = 100, schedule=None,
-                      num_temperatures: int = 14500, base=None, groups: int = 1) -> AISResult:
+                      num_temperatures: int = 14500, base=None, groups: int = 1,
+                      progress: bool = False) -> AISResult:
     """Estimate :math:`\\log Z` of an :class:`~inference.energy.AnnealableEnergy` ``model`` by AIS.
 
     The runs of a group advance in parallel (one batch); groups run one after the other.
@@ -159,6 +167,7 @@ def ais_log_partition(model, data: torch.Tensor | None = None, *, num_runs: int 
     :param torch.Tensor base: the base model's visible parameter (``model.base_rate(...)``), overriding ``data``.
     :param int groups: split the runs into this many independent groups (sizes differing by at most
         one), for :attr:`AISResult.group_log_z` and the agreement part of :attr:`AISResult.stable`.
+    :param bool progress: a progress bar over the temperatures (off when stderr is not a terminal).
     :returns: :class:`AISResult`; ``log_z``, its std and interval come from all runs combined.
 
     Example::
@@ -178,7 +187,10 @@ def ais_log_partition(model, data: torch.Tensor | None = None, *, num_runs: int 
     base = base_rate_visible(model, data) if base is None else torch.as_tensor(base).to(like)
     path = model.annealing_path(base.detach())
     beta_list = betas.tolist()
-    group_log_w = [_run_group(path, n, beta_list) for n in _group_sizes(num_runs, groups)]
+    sizes = _group_sizes(num_runs, groups)
+    with tqdm(total=(len(beta_list) - 1) * len(sizes), disable=None if progress else True, leave=False,
+              desc=f"AIS log Z, {num_runs} runs", unit="temperature", unit_scale=True) as bar:
+        group_log_w = [_run_group(path, n, beta_list, bar) for n in sizes]
     group_log_z = [path.log_z_base + float(_log_mean_exp(lw)) for lw in group_log_w]
     log_w = torch.cat(group_log_w)
     log_mean_w = _log_mean_exp(log_w)

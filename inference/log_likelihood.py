@@ -35,7 +35,7 @@ def log_likelihood(model, guide, x: torch.Tensor, *args, num_particles: int = 50
     out = []
     batches = range(0, x.shape[0], batch_size)
     with torch.no_grad(), pyro.validation_enabled(False):
-        for start in tqdm(batches, disable=not progress, desc=f"log p(x), k={num_particles}", leave=False):
+        for start in tqdm(batches, disable=None if progress else True, desc=f"log p(x), k={num_particles}", leave=False):
             xb = x[start:start + batch_size]
             rest = [a[start:start + batch_size] for a in args]
             acc = None

@@ -1,33 +1,18 @@
-"""Minibatches through ``torch.utils.data.DataLoader`` without per-epoch copies.
+"""Minibatches of in-memory tensors without per-epoch copies.
 
-The default ``DataLoader`` fetches one item at a time and stacks them, which
-costs a Python call per image; here the sampler yields a whole tensor of
-indices and the dataset answers with one fancy-indexing operation, so an epoch
-over 60,000 images is 600 index ops for batch 100, and the data set itself is
-never copied (it can sit on the GPU once, for good).
+A ``Sampler`` yields a whole tensor of indices per batch and the tensors answer
+with one fancy-indexing operation each, so an epoch over 60,000 images is 600
+index ops for batch 100 and the data set itself is never copied (it can sit on
+the GPU once, for good). No ``DataLoader`` in between: with data already in
+memory it only adds a fetcher and profiler records per batch (0.1 ms, a tenth
+of an RBM update on MNIST), and the sampler is the part that matters (a
+distributed sampler slots in the same way).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
-
-class TensorBatches(Dataset):
-    """Tensors sharing their first dimension, indexed by a tensor of indices."""
-
-    def __init__(self, *tensors: torch.Tensor):
-        n = tensors[0].shape[0]
-        if any(t.shape[0] != n for t in tensors):
-            raise ValueError("all tensors must have the same number of rows")
-        self.tensors = tensors
-
-    def __len__(self):
-        return self.tensors[0].shape[0]
-
-    def __getitem__(self, index):
-        index = index.to(self.tensors[0].device)
-        return tuple(t[index] for t in self.tensors)
+from torch.utils.data import Sampler
 
 
 class ShuffledIndexBatches(Sampler):
@@ -48,9 +33,26 @@ class ShuffledIndexBatches(Sampler):
         yield from order.split(self.batch_size)
 
 
+class TensorMinibatches:
+    """Tuples of batches of ``tensors`` (sharing their first dimension), in the order of ``sampler``."""
+
+    def __init__(self, tensors, sampler: Sampler):
+        n = tensors[0].shape[0]
+        if any(t.shape[0] != n for t in tensors):
+            raise ValueError("all tensors must have the same number of rows")
+        self.tensors, self.sampler = tuple(tensors), sampler
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        device = self.tensors[0].device
+        for index in self.sampler:
+            index = index.to(device)
+            yield tuple(t[index] for t in self.tensors)
+
+
 def make_loader(*tensors: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
-                shuffle: bool = True) -> DataLoader:
-    """A ``DataLoader`` over ``tensors`` yielding tuples of batches (no worker processes:
-    indexing an in-memory tensor is faster than shipping batches between processes)."""
-    sampler = ShuffledIndexBatches(tensors[0].shape[0], batch_size, generator, shuffle)
-    return DataLoader(TensorBatches(*tensors), sampler=sampler, batch_size=None, num_workers=0)
+                shuffle: bool = True) -> TensorMinibatches:
+    """Minibatches of ``tensors`` (tuples of batches), reshuffled each pass when ``shuffle``."""
+    return TensorMinibatches(tensors, ShuffledIndexBatches(tensors[0].shape[0], batch_size, generator, shuffle))

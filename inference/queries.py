@@ -10,6 +10,7 @@ through the kernel and the driver).
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import pyro
@@ -44,7 +45,7 @@ def posterior_latents(guide, x: torch.Tensor, num_samples: int = 1) -> dict:
 
 @torch.no_grad()
 def gibbs_visible_means(energy, num_chains: int, sweeps: int, clamp_mask: Optional[torch.Tensor] = None,
-                        clamp_values: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        clamp_values: Optional[torch.Tensor] = None, progress: bool = False) -> torch.Tensor:
     """:math:`E[v \\mid h]` of the last state of ``num_chains`` block-Gibbs chains after ``sweeps`` sweeps
     from random states, shape ``(num_chains, V)``; clamped units keep their values (then the chains
     target :math:`p(v_{free} \\mid v_{clamped})`). Rao-Blackwellised: the mean given the last
@@ -54,14 +55,16 @@ def gibbs_visible_means(energy, num_chains: int, sweeps: int, clamp_mask: Option
     except SpecError:
         raise SpecError(f"sweeps (Gibbs sweeps per picture) must be a positive integer, got {sweeps!r}") from None
     kernel = BlockGibbs(energy, num_chains=num_chains, k=1, clamp_mask=clamp_mask, clamp_values=clamp_values)
-    result = run_mcmc(kernel, num_samples=1, warmup_steps=sweeps - 1, save_params=["h"], disable_progbar=True,
-                      diagnose=False)
+    # Pyro's bar writes a line per update when stderr is no terminal: shown only on one
+    result = run_mcmc(kernel, num_samples=1, warmup_steps=sweeps - 1, save_params=["h"],
+                      disable_progbar=not (progress and sys.stderr.isatty()), diagnose=False)
     mean = energy.visible_mean(result.samples["h"][:, -1])
     return mean if clamp_mask is None else torch.where(clamp_mask, kernel.initial_params["v"], mean)
 
 
 @torch.no_grad()
-def complete(energy, values: torch.Tensor, mask: torch.Tensor, sweeps: int, per_value: int = 1) -> torch.Tensor:
+def complete(energy, values: torch.Tensor, mask: torch.Tensor, sweeps: int, per_value: int = 1,
+             progress: bool = False) -> torch.Tensor:
     """Complete partly observed visible vectors by clamped Gibbs.
 
     :param values: ``(N, V)`` visible values; only the entries where ``mask`` is True are read.
@@ -74,5 +77,5 @@ def complete(energy, values: torch.Tensor, mask: torch.Tensor, sweeps: int, per_
     values = values.repeat_interleave(per_value, 0)
     if mask.dim() == 2:
         mask = mask.repeat_interleave(per_value, 0)
-    v = gibbs_visible_means(energy, values.shape[0], sweeps, mask, values)
+    v = gibbs_visible_means(energy, values.shape[0], sweeps, mask, values, progress)
     return v.reshape(-1, per_value, v.shape[-1])

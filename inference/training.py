@@ -118,7 +118,7 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
         device: Optional[str] = None, valid: Optional[Sequence[torch.Tensor]] = None,
         patience: Optional[int] = None, transform: Optional[Callable] = None,
         checkpoint_path: Optional[str] = None, progress: bool = True, validate: bool = False,
-        on_epoch_end: Optional[Callable[[dict], None]] = None) -> FitResult:
+        on_epoch_end: Optional[Callable[[dict], None]] = None, log: Optional[Callable[[str], None]] = None) -> FitResult:
     """Train ``module``'s parameters by minimising ``objective`` over minibatches of ``train``.
 
     :param objective: an :class:`Objective`; wrap a Pyro ELBO in :class:`PyroObjective`.
@@ -135,6 +135,8 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
         from (``epochs`` may be raised; the other settings must match).
     :param on_epoch_end: called with each epoch's metrics dict before it is checkpointed;
         what it adds is kept in the history. It must not draw from the global RNG.
+    :param log: called with a line for a person: where a resumed run picks up.
+    :param bool progress: a progress bar (also off when stderr is not a terminal).
     :returns: :class:`FitResult` with one metrics dict per epoch.
     """
     if isinstance(objective, pyro.infer.ELBO):
@@ -196,13 +198,17 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
         if best["bad_epochs"] >= (patience or math.inf):
             start_epoch = epochs + 1  # the run had already stopped early
             result.stopped_early = True
+        if log is not None:
+            left = max(0, epochs - ckpt["epoch"]) if not result.stopped_early else 0
+            log(f"resuming from the checkpoint of epoch {ckpt['epoch']} ({checkpoint_path}): "
+                f"{left} epoch{'' if left == 1 else 's'} to go")
     else:
         pyro.set_rng_seed(seed)
         shuffle_gen.manual_seed(seed)
         transform_gen.manual_seed(seed + 1)
 
     loader = make_loader(*train, batch_size=batch_size, generator=shuffle_gen)
-    bar = tqdm(total=steps_per_epoch * max(0, epochs - start_epoch + 1), disable=not progress, unit="step",
+    bar = tqdm(total=steps_per_epoch * max(0, epochs - start_epoch + 1), disable=None if progress else True, unit="step",
                dynamic_ncols=True, leave=False)
     params = [p for p in module.parameters() if p.requires_grad]
     module.train()

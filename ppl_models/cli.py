@@ -1,8 +1,9 @@
 """``ppl-models``: list the catalogue, print a family's spec, train, evaluate, sample.
 
-Every user error ends with one line on stderr (``ppl-models: error: ...``) and
-exit status 2; an interrupted training run says how to resume (run the same
-command again) and exits 130.
+Every failure a user can cause ends with one line on stderr (``ppl-models:
+error: ...``) and exit status 2, argument errors included; an interrupted
+training run says how to resume (run the same command again) and exits 130;
+anything else is a bug: one line saying so and asking for a report, exit 1.
 """
 
 from __future__ import annotations
@@ -16,23 +17,49 @@ from . import catalogue
 from .errors import PPLModelsError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage and then the error, two lines and more; ours prints the error alone."""
+
+    def error(self, message: str):
+        self.exit(2, f"ppl-models: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="family name (see `ppl-models list`)")
-    p.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
-    p.add_argument("--spec", default=None, help="JSON spec file to start from")
-    p.add_argument("--dataset", help="data set: mnist5k, mnist, fashion-mnist, digits")
-    p.add_argument("--data-path", help="directory of IDX files for mnist / fashion-mnist")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--eval-particles", type=int, help="importance samples per test image (default 5000)")
-    p.add_argument("--objective", help="training objective (objective.name), e.g. generative for dcim")
+    p.add_argument("--out", default=None, help="run directory (default runs/MODEL); an existing one is resumed")
+    p.add_argument("--spec", default=None, help="JSON spec file to start from (see `ppl-models spec MODEL`)")
+    p.add_argument("--dataset", help="data set: mnist5k, mnist, fashion-mnist, digits (data.dataset)")
+    p.add_argument("--data-path", help="directory of IDX files for mnist / fashion-mnist (data.path)")
+    p.add_argument("--epochs", type=int, help="passes over the training split (train.epochs)")
+    p.add_argument("--batch-size", type=int, help="minibatch size (train.batch_size)")
+    p.add_argument("--lr", type=number, help="learning rate (train.lr)")
+    p.add_argument("--seed", type=int, help="random seed of the weights, shuffling and sampling (train.seed)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")
+    p.add_argument("--eval-particles", type=int, help="importance samples per test image, or AIS runs "
+                   "(train.eval_particles)")
+    p.add_argument("--objective", help="training objective (objective.name), e.g. generative for dcim, em for mixture")
     p.add_argument("--arch", help="architecture (model.arch), e.g. dense or cnn for dcim")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any spec field, e.g. --set model.z_dim=2 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when "
+                   "stderr is not a terminal)")
 
 
 FLAG_KEYS = {"dataset": "data.dataset", "data_path": "data.path", "epochs": "train.epochs",
@@ -47,6 +74,10 @@ def _overrides(args) -> list[str]:
         if value is not None:
             out.append(f"{key}={json.dumps(value)}")
     return out + args.set
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
 
 
 def cmd_list(args) -> None:
@@ -65,17 +96,16 @@ def cmd_spec(args) -> None:
 def cmd_train(args) -> None:
     spec = catalogue.make_spec(args.model, args.spec, _overrides(args))
     out = args.out or os.path.join("runs", spec.family)
-    metrics = catalogue.train(spec, out, progress=not args.no_progress)
-    _print_eval(metrics)
+    metrics = catalogue.train(spec, out, progress=not args.no_progress, log=_log)
+    print(catalogue.summary(metrics, out))
     print(f"samples: {os.path.join(out, 'samples.png')}   curve: {os.path.join(out, 'training_curve.png')}")
 
 
-def _print_eval(m: dict) -> None:
-    print(catalogue.summary(m))
-
-
 def cmd_evaluate(args) -> None:
-    _print_eval(catalogue.evaluate(args.directory, num_particles=args.particles, progress=not args.no_progress))
+    options = {} if args.temperatures is None else {"temperatures": args.temperatures}
+    metrics = catalogue.evaluate(args.directory, num_particles=args.particles, progress=not args.no_progress,
+                                 output=args.output, seed=args.seed, log=_log, **options)
+    print(catalogue.summary(metrics, args.directory))
 
 
 def cmd_sample(args) -> None:
@@ -83,39 +113,52 @@ def cmd_sample(args) -> None:
     options = {} if args.label is None else {"class": args.label}
     if args.mode is not None:
         options["mode"] = args.mode
-    print(catalogue.sample(args.directory, args.n, out, seed=args.seed, **options))
+    if args.sweeps is not None:
+        options["sweeps"] = args.sweeps
+    print(catalogue.sample(args.directory, args.n, out, seed=args.seed, progress=not args.no_progress, **options))
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ppl-models", description="Deep generative models in Pyro.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _OneLineParser(prog="ppl-models", description="Deep generative models in Pyro.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     sub.add_parser("list", help="the catalogue").set_defaults(func=cmd_list)
     s = sub.add_parser("spec", help="print a family's default spec (JSON)")
     s.add_argument("model")
-    s.add_argument("--describe", action="store_true", help="one line per key with its meaning")
+    s.add_argument("--describe", action="store_true", help="one line per key with its default and meaning")
     s.set_defaults(func=cmd_spec)
     t = sub.add_parser("train", help="train a model into a run directory (resumes a killed run)")
     _add_train_flags(t)
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser("evaluate", help="test NLL of a trained model")
+    e = sub.add_parser("evaluate", help="score a trained model on its test split (never needs write access to it)")
     e.add_argument("directory")
-    e.add_argument("--particles", type=int, default=None, help="importance samples per image")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--particles", type=positive_int, default=None,
+                   help="importance samples per image, or AIS runs (default: the spec's train.eval_particles)")
+    e.add_argument("--temperatures", type=positive_int, default=None,
+                   help="AIS temperatures of energy models (default: the spec's train.ais_temperatures)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the estimator (default: the spec's train.seed)")
+    e.add_argument("-o", "--output", default=None, help="write the evaluation as JSON to this file instead of the "
+                   "run's metrics.json (which is updated only when the run directory is writable)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
-    m = sub.add_parser("sample", help="write a PNG grid of samples")
+    m = sub.add_parser("sample", help="write a grid of samples as an image (PNG, JPEG, PDF or SVG by extension)")
     m.add_argument("directory")
-    m.add_argument("-n", type=int, default=64)
-    m.add_argument("-o", "--output", default=None)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
+    m.add_argument("-o", "--output", default=None, help="image file (default DIR/samples.png)")
+    m.add_argument("--seed", type=int, default=0, help="random seed of the samples")
     m.add_argument("--class", dest="label", type=int, default=None, help="class-conditional samples of class C (dcim)")
     m.add_argument("--mode", default=None, help="what to draw, per family: dcim both|ancestral|top|mean; "
                    "rbm/gbrbm samples|completion (top half of test images clamped, bottom half by Gibbs)")
+    m.add_argument("--sweeps", type=positive_int, default=None, help="Gibbs sweeps per picture (rbm, gbrbm)")
+    m.add_argument("--no-progress", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_sample)
     return p
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad argument (2, its one line already printed)
+        return e.code
     try:
         args.func(args)
     except PPLModelsError as e:
@@ -125,6 +168,15 @@ def main(argv=None) -> int:
         print("ppl-models: interrupted; run the same command again to resume from the last finished epoch",
               file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no: read-only, full, missing, a file where a directory should be
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"ppl-models: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 (anything else is our bug: one line, and how to report it)
+        message = " ".join(str(e).split())[:300]
+        print(f"ppl-models: internal error ({type(e).__name__}: {message}); this is a bug, please report it with "
+              "the command that caused it", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -87,7 +87,7 @@ def test_unstable_ais_is_flagged():
                                   "log_likelihood_units": "nats", "ais_log_z": 300.0, "ais_log_z_std": 0.9,
                                   "ais_runs": 100, "ais_temperatures": 14500, "ais_seconds": 40.0,
                                   "ais_log_z_halves": [299.0, 302.0], "ais_stable": False})
-    assert "WARNING: AIS not stable" in line and "train.ais_temperatures" in line
+    assert "WARNING: AIS not stable" in line and "--temperatures" in line
 
 
 def test_samples_and_completions(trained, capsys, tmp_path):

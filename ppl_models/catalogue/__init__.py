@@ -16,12 +16,14 @@ from typing import Optional
 import torch
 
 from inference.devices import resolve_device
+from inference.fileio import write_json_atomic
 
 from ..errors import SpecError
 from ..specs import apply_overrides, describe, from_dict, to_dict
-from .family import Family
+from .family import Family, count
 from .registry import FAMILIES
-from .run_directory import SAMPLES, RunDirectory, TrainedModel
+from .plots import IMAGE_FORMATS
+from .run_directory import PER_IMAGE_KEY, SAMPLES, RunDirectory, TrainedModel, check_output_file
 
 __all__ = ["FAMILIES", "Family", "TrainedModel", "build", "default_spec", "evaluate", "family", "load",
            "make_spec", "sample", "spec_keys", "summary", "train"]
@@ -87,40 +89,86 @@ def load(directory: str) -> TrainedModel:
 
 
 def train(spec, out_dir: str, progress: bool = True, log=print) -> dict:
-    """Train ``spec`` into ``out_dir`` (resuming a killed run), evaluate, plot; return the metrics."""
+    """Train ``spec`` into ``out_dir`` (resuming a killed run), evaluate, plot; return the metrics.
+
+    A directory that already holds this model, trained for ``train.epochs`` and evaluated, is left
+    as it is (raise the epochs to train on; ``evaluate`` scores it again). While training, the run
+    directory is locked: a second process writing to it is refused with the holder's PID.
+    """
     fam = family(spec.family)
+    run = RunDirectory(out_dir)
+    run.check_writable_target()
     data = fam.load_data(spec)
     fam.resolve(spec, data)
     resolve_device(spec.train.device)  # fail before writing anything
-    run = RunDirectory(out_dir)
-    run.prepare(to_dict(spec), normalise=lambda old: to_dict(make_spec(spec=old)))
-    torch.manual_seed(spec.train.seed)  # the initial weights are part of what the seed fixes
-    fam.train(spec, run, data, progress, log)
-    metrics = evaluate(out_dir, progress=progress, data=data)
-    sample(out_dir, 64, run.path(SAMPLES), seed=spec.train.seed)
+    spec_dict = to_dict(spec)
+    run.check_same_model(spec_dict, normalise=lambda old: to_dict(make_spec(spec=old)))
+    with run.lock():
+        run.write_spec(spec_dict)
+        finished = run.finished(spec.train.epochs)
+        if finished is not None:
+            log(f"{out_dir} already holds this model, trained for {count(spec.train.epochs, 'epoch')} and evaluated; "
+                f"nothing to do (raise --epochs to train on, or run `ppl-models evaluate {out_dir}` to score it again)")
+            return finished
+        torch.manual_seed(spec.train.seed)  # the initial weights are part of what the seed fixes
+        fam.train(spec, run, data, progress, log)
+        metrics = _evaluate_locked(run, data=data, progress=progress, log=log)
+        sample(out_dir, 64, run.path(SAMPLES), seed=spec.train.seed, progress=progress)
     return metrics
 
 
-def evaluate(directory: str, num_particles: Optional[int] = None, progress: bool = False, data=None) -> dict:
-    """The family's evaluation, stored in metrics.json."""
-    trained = load(directory)
-    data = data or trained.family.load_data(trained.spec)
-    metrics = trained.family.evaluate(trained, data, num_particles=num_particles, progress=progress)
-    trained.run.write_metrics(metrics)
+def evaluate(directory: str, num_particles: Optional[int] = None, progress: bool = False, data=None,
+             output: Optional[str] = None, seed: Optional[int] = None, log=None, **options) -> dict:
+    """The family's evaluation, with its settings (``num_particles``, ``seed``, and e.g. AIS
+    ``temperatures`` for energy families). Written to ``output`` (JSON) when given, else into the run's
+    metrics.json when the directory is writable; a read-only run is scored all the same."""
+    run = RunDirectory(directory)
+    if output is not None:
+        check_output_file(output, (".json",))
+        return _evaluate_locked(run, num_particles, progress, data, output, seed, log, **options)
+    if not run.writable():
+        if log is not None:
+            log(f"note: {directory} is not writable; the evaluation is printed, not saved (use -o FILE to keep it)")
+        return _evaluate_locked(run, num_particles, progress, data, None, seed, log, save=False, **options)
+    with run.lock():
+        return _evaluate_locked(run, num_particles, progress, data, None, seed, log, **options)
+
+
+def _evaluate_locked(run: RunDirectory, num_particles=None, progress=False, data=None, output=None, seed=None,
+                     log=None, save: bool = True, **options) -> dict:
+    if num_particles is not None and (isinstance(num_particles, bool) or not isinstance(num_particles, int)
+                                      or num_particles < 1):
+        raise SpecError(f"--particles must be a positive integer, got {num_particles!r}")
+    trained = load(run.directory)
+    fam = trained.family
+    unknown = sorted(set(options) - set(fam.evaluate_options))
+    if unknown:
+        raise SpecError(f"{fam.name} evaluation takes no --{unknown[0]} (it takes: "
+                        f"{', '.join('--' + o for o in ('particles', 'seed', *fam.evaluate_options))})")
+    data = data or fam.load_data(trained.spec)
+    metrics = fam.evaluate(trained, data, num_particles=num_particles, progress=progress, seed=seed, **options)
+    per_image = metrics.pop(PER_IMAGE_KEY, None)
+    if output is not None:
+        write_json_atomic(metrics, output)
+    elif save:
+        trained.run.write_metrics(metrics)
+        if per_image is not None:  # two models scored on the same images compare pairwise
+            trained.run.save_test_log_likelihood(per_image)
     return metrics
 
 
-def summary(metrics: dict) -> str:
-    return family(metrics["family"]).summary_line(metrics)
+def summary(metrics: dict, directory: Optional[str] = None) -> str:
+    """The evaluation in one line; with ``directory``, advice that names it (e.g. how to rerun AIS)."""
+    return family(metrics["family"]).summary_line(metrics, directory)
 
 
-def sample(directory: str, n: int, path: str, seed: int = 0, **options) -> str:
-    """Write a PNG grid of ``n`` model samples and return its path."""
+def sample(directory: str, n: int, path: str, seed: int = 0, progress: bool = False, **options) -> str:
+    """Write an image of ``n`` model samples (format by extension: PNG, JPEG, PDF, SVG) and return its path."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise SpecError(f"number of samples must be a positive integer, got {n!r}")
+    check_output_file(path, IMAGE_FORMATS)
     trained = load(directory)
     trained.family.check_options(options)
     torch.manual_seed(seed)
-    trained.family.sample_grid(trained, n, path, **options)
+    trained.family.sample_grid(trained, n, path, progress=progress, **options)
     return path
-

@@ -244,7 +244,7 @@ class DCIMFamily(DirectedFamily):
         labels = [torch.full((x.shape[0],), c, dtype=torch.long, device=x.device) for c in range(module.n_classes)]
         return torch.logsumexp(torch.stack([given(c) + log_prior[c] for c in labels]), 0)
 
-    def evaluate(self, trained, data, num_particles=None, progress=False) -> dict:
+    def evaluate(self, trained, data, num_particles=None, progress=False, seed=None) -> dict:
         """Test accuracy and reverse loss; with ``num_particles`` also the reverse model's test NLL
         :math:`-\\log p_{rev}(x \\mid y)` by importance sampling with the forward model as proposal."""
         spec = trained.spec
@@ -261,7 +261,7 @@ class DCIMFamily(DirectedFamily):
                        reverse_weighting=weighting(spec))
         if spec.objective.name in SAMPLING_OBJECTIVES:
             # these estimators train the stochastic forward model: classify by its samples too
-            torch.manual_seed(spec.train.seed)
+            torch.manual_seed(spec.train.seed if seed is None else seed)
             metrics["test_accuracy_sampled"] = sampled_accuracy(module, x, y, CLASS_SAMPLES)
             metrics["class_samples"] = CLASS_SAMPLES
         if data.valid is not None:
@@ -271,7 +271,7 @@ class DCIMFamily(DirectedFamily):
         for key in ("test_reverse_nll", "test_reverse_nll_stderr", "eval_particles"):
             metrics.pop(key, None)  # an NLL from an earlier evaluation with other particles would mislead
         if num_particles:
-            torch.manual_seed(spec.train.seed)
+            torch.manual_seed(spec.train.seed if seed is None else seed)
             nll = -self.log_likelihood(trained, x, num_particles, progress=progress, y=y)
             metrics.update(test_reverse_nll=nll.mean().item(), test_reverse_nll_stderr=nll.std().item() / len(nll) ** 0.5,
                            eval_particles=num_particles)
@@ -281,7 +281,7 @@ class DCIMFamily(DirectedFamily):
             metrics["final_train_loss"] = metrics["history"][-1]["train_loss"]
         return metrics
 
-    def summary_line(self, metrics: dict) -> str:
+    def summary_line(self, metrics: dict, directory=None) -> str:
         line = (f"test accuracy {metrics['test_accuracy']:.4f}, reverse loss {metrics['test_reverse_loss_per_pixel']:.4f} "
                 f"nats/pixel ({metrics['test_reverse_loss_per_image']:.1f} nats/image) on {metrics['test_images']} "
                 f"test images; trained {metrics.get('objective', '?')}, reverse weight {metrics['reverse_weighting']}")
@@ -316,13 +316,15 @@ class DCIMFamily(DirectedFamily):
         m = module.n_layers
         sample_to = {"ancestral": 1, "top": max(1, m - 1), "mean": m}
         if mode not in sample_to:
-            raise SpecError(f"mode must be one of {list(sample_to)}, got {mode!r}")
+            raise SpecError(f"mode must be one of {list(sample_to)} for dcim samples, got {mode!r}")
         return generate(module, self._classes(module, n, options.get("class")), sample_to=sample_to[mode]).reshape(n, -1)
 
-    def sample_grid(self, trained, n: int, path: str, **options) -> None:
-        """A PNG of ``n`` samples per way (``mode="both"``, the default: ancestral beside top-layer sampling)."""
+    def sample_grid(self, trained, n: int, path: str, progress=False, **options) -> None:
+        """A picture of ``n`` samples per way (``mode="both"``, the default: ancestral beside top-layer sampling)."""
         self.check_options(options)
         mode = options.pop("mode", "both")
+        if mode != "both" and mode not in SAMPLE_MODES:
+            raise SpecError(f"mode must be one of {['both', *SAMPLE_MODES]} for dcim pictures, got {mode!r}")
         modes = ["ancestral", "top"] if mode == "both" else [mode]
         label = options.get("class")
         per_row = min(n, 8) if label is not None else trained.module.n_classes

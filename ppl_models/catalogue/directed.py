@@ -25,9 +25,9 @@ from inference.training import Objective, fit
 
 from ..data import check_binary
 from ..errors import DataError, SpecError
-from .family import Family
+from .family import Family, count
 from .plots import save_training_curve
-from .run_directory import CHECKPOINT, CURVE
+from .run_directory import CHECKPOINT, CURVE, PER_IMAGE_KEY
 
 
 class DirectedFamily(Family):
@@ -85,12 +85,12 @@ class DirectedFamily(Family):
         module = self.build(spec)
         self.initialise(module, data)
         log(f"training {spec.family} on {spec.data.dataset} ({data.train.x.shape[0]} images, "
-            f"{'no' if data.valid is None else data.valid.x.shape[0]} validation) for {spec.train.epochs} epochs "
+            f"{'no' if data.valid is None else data.valid.x.shape[0]} validation) for {count(spec.train.epochs, 'epoch')} "
             f"-> {run.directory}")
         result = fit(self.make_objective(spec, module), self.tensors(data.train), module=module,
                      **spec.train.fit_options(), valid=self.tensors(data.valid) if data.valid is not None else None,
                      transform=data.train_transform, checkpoint_path=run.path(CHECKPOINT), progress=progress,
-                     on_epoch_end=self.epoch_monitor(module, data))
+                     on_epoch_end=self.epoch_monitor(module, data), log=log)
         module.cpu()
         metrics = run.save_trained(module, {
             "family": spec.family, **self.run_metrics(spec), "resumed_from_epoch": result.resumed_from,
@@ -110,29 +110,33 @@ class DirectedFamily(Family):
         module = trained.module
         return importance_sampled_log_likelihood(module.model, module.guide, x, num_particles=k, progress=progress)
 
-    def evaluate(self, trained, data, num_particles=None, progress=False) -> dict:
+    def evaluate(self, trained, data, num_particles=None, progress=False, seed=None) -> dict:
         spec = trained.spec
         k = num_particles or spec.train.eval_particles
         device = resolve_device(spec.train.device)
         module = trained.module.to(device)
-        torch.manual_seed(spec.train.seed)
+        torch.manual_seed(spec.train.seed if seed is None else seed)
         started = time.perf_counter()
         ll = self.log_likelihood(trained, data.test.x.to(device), k, progress=progress).cpu()
         module.cpu()
-        trained.run.save_test_log_likelihood(ll)  # per image: two models on the same images compare pairwise
         metrics = dict(trained.metrics)
         metrics.update(test_nll=-ll.mean().item(), test_nll_stderr=ll.std().item() / len(ll) ** 0.5,
                        eval_particles=k, test_images=len(ll), estimator=self.estimator,
+                       log_likelihood_units=("nats per binary image" if self.needs_binary_data(spec) else
+                                             "nats per image, a density of grey levels (it can be negative)"),
                        eval_seconds=time.perf_counter() - started)
+        metrics[PER_IMAGE_KEY] = ll
         if metrics.get("history"):
             metrics["final_train_loss"] = metrics["history"][-1]["train_loss"]
         return metrics
 
-    def summary_line(self, metrics: dict) -> str:
+    def summary_line(self, metrics: dict, directory=None) -> str:
         how = (f"k={metrics['eval_particles']} importance samples" if "importance" in metrics.get("estimator", "importance")
                else metrics["estimator"])
+        units = metrics.get("log_likelihood_units", "nats per image")
+        density = "; a density of grey levels, so it can be negative" if "density" in units else ""
         return (f"test NLL {metrics['test_nll']:.2f} ± {metrics['test_nll_stderr']:.2f} nats/image "
-                f"({how}, {metrics['test_images']} test images)")
+                f"({how}, {metrics['test_images']} test images{density})")
 
     # -- queries --------------------------------------------------------------------------
     def sample(self, trained, n: int, **options) -> torch.Tensor:
@@ -140,7 +144,7 @@ class DirectedFamily(Family):
         self.check_options(options)
         return sample_model(trained.module.model, n)["x_mean"]
 
-    def sample_grid(self, trained, n, path, **options) -> None:
+    def sample_grid(self, trained, n, path, progress=False, **options) -> None:
         from .plots import save_image_grid
 
         save_image_grid(self.sample(trained, n, **options), trained.image_shape, path,

@@ -35,7 +35,7 @@ from inference.training import fit
 from ..data import check_binary
 from ..errors import DataError, SpecError
 from .energy_plots import save_completion_figure, save_energy_curves, save_gibbs_grid
-from .family import Family
+from .family import Family, count
 from .run_directory import CHECKPOINT, CURVE
 
 #: the per-epoch exact validation log-likelihood is computed up to this many hidden units
@@ -58,6 +58,7 @@ def _finite_or_none(value: float):
 class EnergyFamily(Family):
     kind = "energy"
     sample_options = ("mode", "sweeps")
+    evaluate_options = ("temperatures",)
 
     def binary(self, spec) -> bool:
         return True
@@ -103,14 +104,14 @@ class EnergyFamily(Family):
         transform = data.train_transform if self.binary(spec) else None
         log(f"training {spec.family} {module.num_visible}x{module.num_hidden} by {o.name.upper()}-{o.k} on "
             f"{spec.data.dataset} ({x.shape[0]} images, {'no' if valid is None else valid.shape[0]} validation) "
-            f"for {t.epochs} epochs -> {run.directory}")
+            f"for {count(t.epochs, 'epoch')} -> {run.directory}")
         cd = ContrastiveDivergence(module, k=o.k, persistent=o.name == "pcd", num_chains=o.num_chains,
                                    sparsity_target=o.sparsity_target, sparsity_cost=o.sparsity_cost)
         couplings = [name for name, role in module.parameter_roles.items() if role == "coupling"]
         result = fit(cd, (x,), module=module, **t.fit_options(), decay=couplings,
                      valid=(valid,) if valid is not None else None, transform=transform,
                      checkpoint_path=run.path(CHECKPOINT), progress=progress,
-                     on_epoch_end=self._monitors(module, x, valid, transform))
+                     on_epoch_end=self._monitors(module, x, valid, transform), log=log)
         module.cpu()
         metrics = run.save_trained(module, {
             "family": spec.family, "num_visible": module.num_visible, "num_hidden": module.num_hidden,
@@ -120,7 +121,7 @@ class EnergyFamily(Family):
                            f"{module.num_hidden}, {metrics['training']} on {spec.data.dataset}")
         torch.manual_seed(t.seed)  # the completion demo beside samples.png
         self._completion_figure(module, data.test.x, tuple(data.image_shape), 16, t.sample_sweeps,
-                                run.path("completion.png"))
+                                run.path("completion.png"), progress)
         return metrics
 
     @staticmethod
@@ -162,12 +163,12 @@ class EnergyFamily(Family):
                 + module.log_jacobian() - log_z
 
     @torch.no_grad()
-    def evaluate(self, trained, data, num_particles=None, progress=False, num_temperatures=None, seed=None) -> dict:
+    def evaluate(self, trained, data, num_particles=None, progress=False, seed=None, temperatures=None) -> dict:
         """AIS test log-likelihood (two independent groups of runs, combined), its spread and settings;
         the exact one when the hidden layer is enumerable; pseudo-likelihood and reconstruction error.
 
         :param int num_particles: AIS runs (default ``train.eval_particles``).
-        :param int num_temperatures: AIS temperatures (default ``train.ais_temperatures`` or the explicit schedule).
+        :param int temperatures: AIS temperatures (default ``train.ais_temperatures`` or the explicit schedule).
         :param int seed: seed of the AIS runs (default ``train.seed``).
         """
         spec, t = trained.spec, trained.spec.train
@@ -175,8 +176,8 @@ class EnergyFamily(Family):
         module = trained.module.to(device)
         x_test = module.to_visible(data.test.x.to(device))
         runs = num_particles or t.eval_particles
-        if num_temperatures is not None or t.ais_schedule is None:
-            schedule = default_schedule(num_temperatures or t.ais_temperatures)
+        if temperatures is not None or t.ais_schedule is None:
+            schedule = default_schedule(temperatures or t.ais_temperatures)
             schedule_note = "Salakhutdinov & Murray 2008, scaled"
         else:
             schedule = torch.tensor(t.ais_schedule, dtype=torch.float64)
@@ -184,7 +185,8 @@ class EnergyFamily(Family):
         base = module.base_rate(module.to_visible(data.train.x.to(device)))
         torch.manual_seed(t.seed if seed is None else seed)
         started = time.perf_counter()
-        ais = ais_log_partition(module, num_runs=runs, schedule=schedule, base=base, groups=min(2, runs))
+        ais = ais_log_partition(module, num_runs=runs, schedule=schedule, base=base, groups=min(2, runs),
+                                progress=progress)
         ais_seconds = time.perf_counter() - started
         neg_f = -module.free_energy(x_test).double() + module.log_jacobian()
         ll = neg_f - ais.log_z
@@ -214,7 +216,7 @@ class EnergyFamily(Family):
         metrics["eval_seconds"] = time.perf_counter() - started
         return metrics
 
-    def summary_line(self, metrics: dict) -> str:
+    def summary_line(self, metrics: dict, directory=None) -> str:
         halves = metrics["ais_log_z_halves"]
         agree = f"; halves {halves[0]:.2f} / {halves[1]:.2f}" if len(halves) == 2 else ""
         line = (f"test log-likelihood {metrics['test_log_likelihood']:.2f} ± {metrics['test_log_likelihood_stderr']:.2f} "
@@ -222,8 +224,9 @@ class EnergyFamily(Family):
                 f"AIS log Z {metrics['ais_log_z']:.2f} ± {metrics['ais_log_z_std']:.3f} ({metrics['ais_runs']} runs x "
                 f"{metrics['ais_temperatures']} temperatures, {metrics['ais_seconds']:.0f}s{agree})")
         if not metrics.get("ais_stable", True):
-            line += ("; WARNING: AIS not stable (spread too large or halves disagree): raise "
-                     "--set train.ais_temperatures or --particles")
+            again = (f"`ppl-models evaluate {directory} --temperatures {4 * metrics['ais_temperatures']}`"
+                     if directory else "`ppl-models evaluate RUN_DIR --temperatures N` with more temperatures")
+            line += f"; WARNING: AIS not stable (spread too large or halves disagree): run {again}"
         if "test_log_likelihood_exact" in metrics:
             line += (f"; exact: log Z {metrics['exact_log_z']:.2f}, test log-likelihood "
                      f"{metrics['test_log_likelihood_exact']:.2f}")
@@ -232,18 +235,19 @@ class EnergyFamily(Family):
         return line
 
     # -- queries ----------------------------------------------------------------------------
-    def complete(self, module, x: torch.Tensor, image_shape: tuple, sweeps: int, per_image: int = 1) -> torch.Tensor:
+    def complete(self, module, x: torch.Tensor, image_shape: tuple, sweeps: int, per_image: int = 1,
+                 progress: bool = False) -> torch.Tensor:
         """The bottom half of images ``x`` (pixels, N x D) completed given their top half by clamped Gibbs:
         ``(N, per_image, D)`` pixels (given pixels as they are, the others E[v | h])."""
         like = next(module.parameters())
         x = x.to(like)
-        v = complete(module, module.to_visible(x), top_half_mask(image_shape, like), sweeps, per_image)
+        v = complete(module, module.to_visible(x), top_half_mask(image_shape, like), sweeps, per_image, progress)
         return module.to_pixels(v)
 
-    def _completion_figure(self, module, x_test, image_shape, n, sweeps, path) -> None:
+    def _completion_figure(self, module, x_test, image_shape, n, sweeps, path, progress=False) -> None:
         n = min(n, x_test.shape[0])
         x = x_test[:n]
-        completions = self.complete(module, x, image_shape, sweeps, per_image=3).cpu()
+        completions = self.complete(module, x, image_shape, sweeps, per_image=3, progress=progress).cpu()
         save_completion_figure(x, top_half_mask(image_shape, x), completions, image_shape, path,
                                title=f"{self.name}: completion of test images by clamped Gibbs ({sweeps} sweeps)\n"
                                      f"per row: image, top half given, 3 completions (E[v|h] of the bottom half)")
@@ -255,7 +259,7 @@ class EnergyFamily(Family):
             raise SpecError(f"mode must be one of {list(SAMPLE_MODES)} for {self.name}, got {mode!r}")
         return mode, options.get("sweeps", trained.spec.train.sample_sweeps)
 
-    def sample(self, trained, n: int, **options) -> torch.Tensor:
+    def sample(self, trained, n: int, progress: bool = False, **options) -> torch.Tensor:
         """``n`` images (pixels, flat): ``mode="samples"`` (default) E[v | h] after ``sweeps`` Gibbs sweeps of
         ``n`` chains from random states; ``mode="completion"`` the first ``n`` test images with their
         bottom half completed by clamped Gibbs."""
@@ -263,16 +267,16 @@ class EnergyFamily(Family):
         module = trained.module
         if mode == "completion":
             x = self.load_data(trained.spec).test.x[:n]
-            return self.complete(module, x, trained.image_shape, sweeps)[:, 0]
-        return module.to_pixels(gibbs_visible_means(module, n, sweeps)).clamp(0, 1)
+            return self.complete(module, x, trained.image_shape, sweeps, progress=progress)[:, 0]
+        return module.to_pixels(gibbs_visible_means(module, n, sweeps, progress=progress)).clamp(0, 1)
 
-    def sample_grid(self, trained, n: int, path: str, **options) -> None:
+    def sample_grid(self, trained, n: int, path: str, progress: bool = False, **options) -> None:
         mode, sweeps = self._options(trained, options)
         if mode == "completion":
             data = self.load_data(trained.spec)
-            self._completion_figure(trained.module, data.test.x, trained.image_shape, n, sweeps, path)
+            self._completion_figure(trained.module, data.test.x, trained.image_shape, n, sweeps, path, progress)
             return
-        save_gibbs_grid(self.sample(trained, n, **options), trained.image_shape, path,
+        save_gibbs_grid(self.sample(trained, n, progress=progress, **options), trained.image_shape, path,
                         title=f"{trained.spec.family}: {n} Gibbs chains, E[v|h] after {sweeps} sweeps")
 
     def posterior(self, trained, x, num_samples: int = 1) -> dict:

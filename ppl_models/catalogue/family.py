@@ -25,6 +25,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .run_directory import RunDirectory, TrainedModel
 
 
+def count(n: int, noun: str) -> str:
+    """``count(1, "epoch")`` is "1 epoch", ``count(3, "epoch")`` "3 epochs"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class Family(ABC):
     """One family of the catalogue.
 
@@ -33,6 +38,7 @@ class Family(ABC):
     :cvar summary: one line for ``ppl-models list``, with the paper.
     :cvar spec_class: the run spec dataclass; ``spec_class()`` is the family's default spec.
     :cvar sample_options: the keyword options :meth:`sample` takes (checked, named in errors).
+    :cvar evaluate_options: the keyword options :meth:`evaluate` takes beyond particles and seed.
     """
 
     name: ClassVar[str]
@@ -40,6 +46,7 @@ class Family(ABC):
     summary: ClassVar[str]
     spec_class: ClassVar[type]
     sample_options: ClassVar[tuple] = ()
+    evaluate_options: ClassVar[tuple] = ()
 
     # -- data and model ------------------------------------------------------------
     def load_data(self, spec) -> "Splits":
@@ -64,12 +71,14 @@ class Family(ABC):
 
     @abstractmethod
     def evaluate(self, trained: "TrainedModel", data: "Splits", num_particles: Optional[int] = None,
-                 progress: bool = False) -> dict:
-        """The family's test figures, merged into the trained model's metrics."""
+                 progress: bool = False, seed: Optional[int] = None, **options) -> dict:
+        """The family's test figures, merged into the trained model's metrics (nothing written: the
+        catalogue saves them). Per-image log-likelihoods may ride along under ``PER_IMAGE_KEY``."""
 
     @abstractmethod
-    def summary_line(self, metrics: dict) -> str:
-        """One line of the evaluation for a person (what ``ppl-models train/evaluate`` print)."""
+    def summary_line(self, metrics: dict, directory: Optional[str] = None) -> str:
+        """One line of the evaluation for a person (what ``ppl-models train/evaluate`` print); advice in
+        it names ``directory`` so that it can be followed as printed."""
 
     @abstractmethod
     def log_likelihood(self, trained: "TrainedModel", x: torch.Tensor, num_particles: Optional[int] = None) -> torch.Tensor:
@@ -84,8 +93,8 @@ class Family(ABC):
     def posterior(self, trained: "TrainedModel", x: torch.Tensor, num_samples: int = 1) -> dict:
         """The latent (or hidden) variables given images ``x``: ``{site: tensor}``."""
 
-    def sample_grid(self, trained: "TrainedModel", n: int, path: str, **options) -> None:
-        """A PNG of :meth:`sample`'s images."""
+    def sample_grid(self, trained: "TrainedModel", n: int, path: str, progress: bool = False, **options) -> None:
+        """A picture of :meth:`sample`'s images (format by the path's extension)."""
         save_image_grid(self.sample(trained, n, **options), trained.image_shape, path,
                         title=f"{self.name}: {n} samples")
 

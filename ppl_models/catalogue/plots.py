@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 
 import numpy as np
 import torch
@@ -18,10 +19,16 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize=(5, 3.2), **subplots_kw):
     return fig, fig.subplots(nrows, ncols, **subplots_kw)
 
 
+#: what a picture may be written as, by the file name's extension
+IMAGE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
 def save_png(fig, path: str) -> None:
-    """Write ``fig`` as a PNG atomically."""
+    """Write ``fig`` atomically in the format its extension names (PNG unless .jpg/.jpeg/.pdf/.svg)."""
+    extension = os.path.splitext(path)[1].lower()
+    fmt = {".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf", ".svg": "svg"}.get(extension, "png")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format=fmt, dpi=100, bbox_inches="tight")
     write_bytes_atomic(path, buffer.getvalue())
 
 

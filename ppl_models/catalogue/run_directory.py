@@ -13,16 +13,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
 from inference.checkpoint import load_checkpoint, read_json, save_atomic
 from inference.fileio import write_json_atomic
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, SpecError
 from .sections import RESUMABLE_CHANGES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +32,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SPEC, WEIGHTS, METRICS, CHECKPOINT = "spec.json", "model.pt", "metrics.json", "checkpoint.pt"
 SAMPLES, CURVE, TEST_LOG_LIKELIHOOD = "samples.png", "training_curve.png", "test_log_likelihood.pt"
+LOCK = ".lock"
+#: a family's evaluate may return per-image log-likelihoods under this key; the catalogue saves them
+#: beside the metrics (when it writes into the run) and never into JSON
+PER_IMAGE_KEY = "_per_image_log_likelihood"
+
+
+def check_output_file(path: str, extensions) -> None:
+    """One-line errors for an output path that names a directory or a format we cannot write."""
+    if os.path.isdir(path):
+        raise SpecError(f"output {path} is a directory; give a file name ending in {', '.join(extensions)}")
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in extensions:
+        raise SpecError(f"output {path}: unknown format {extension or '(no extension)'!r}; "
+                        f"use one of {', '.join(extensions)}")
 
 
 def _differences(a: dict, b: dict, prefix=()) -> list:
@@ -52,19 +68,69 @@ class RunDirectory:
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 
-    def prepare(self, spec_dict: dict, normalise: Callable[[dict], dict]) -> None:
-        """Refuse a directory that holds another model or foreign files, never overwriting one;
-        then write ``spec.json``. ``normalise`` fills an older spec's missing keys with defaults,
-        so that a spec written before a key existed still matches."""
+    def check_writable_target(self) -> None:
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise CheckpointError(f"--out {self.directory} is a file, not a run directory; choose another --out")
+
+    def writable(self) -> bool:
+        return os.access(self.directory, os.W_OK)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock file while writing it; a second writer is refused with the holder's PID.
+
+        ``flock`` is released by the kernel when a process dies, so a killed run leaves no stale lock;
+        the file is removed on release (while still held, and a writer that locked a removed file
+        retries), so a finished run directory holds only its results.
+        """
+        os.makedirs(self.directory, exist_ok=True)
+        while True:
+            fd = os.open(self.path(LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise CheckpointError(f"{self.directory} is being written by another process (PID {holder}); "
+                                      "wait for it to finish or choose another --out") from None
+            try:
+                same = os.stat(self.path(LOCK)).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed the file we locked: lock the new one
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(LOCK))
+            os.close(fd)  # closing releases the lock
+
+    def finished(self, epochs: int):
+        """The metrics of a run already trained for ``epochs`` (or stopped early) and evaluated, else None."""
+        if not all(os.path.exists(self.path(name)) for name in (WEIGHTS, METRICS, SAMPLES)):
+            return None
+        metrics = self.read_metrics()
+        done = len(metrics.get("history", [])) >= epochs or metrics.get("stopped_early")
+        return metrics if done and "eval_seconds" in metrics else None
+
+    def check_same_model(self, spec_dict: dict, normalise: Callable[[dict], dict]) -> None:
+        """Refuse (writing nothing) a directory that holds another model or foreign files. ``normalise``
+        fills an older spec's missing keys with defaults, so a spec written before a key existed matches."""
         if os.path.exists(self.path(SPEC)):
             diffs = _differences(normalise(self.read_spec()), spec_dict)
             if diffs:
                 key, was, now = diffs[0]
                 raise CheckpointError(f"{self.directory} already holds a different model ({key}: {was!r} there, "
                                       f"{now!r} now); choose another --out or remove it")
-        elif os.path.isdir(self.directory) and os.listdir(self.directory):
+        elif os.path.isdir(self.directory) and set(os.listdir(self.directory)) - {LOCK}:
             raise CheckpointError(f"{self.directory} exists and is not a ppl-models run directory (no spec.json); "
                                   "choose another --out")
+
+    def write_spec(self, spec_dict: dict) -> None:
         write_json_atomic(spec_dict, self.path(SPEC))
 
     def read_spec(self) -> dict:

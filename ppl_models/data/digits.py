@@ -43,7 +43,7 @@ def load_digits(path, valid_size: int | None, test_size: int | None, split_seed:
     :param path: must be None; the data come with scikit-learn.
     """
     if path is not None:
-        raise DataError(f"dataset 'digits' comes with scikit-learn and takes no path, got path={path!r}")
+        raise DataError(f"dataset 'digits' comes with scikit-learn and takes no --data-path (path=), got {path!r}")
     images, labels = _read_digits()
     defaulted = [part for part, size in (("test", test_size), ("valid", valid_size)) if size is None]
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size

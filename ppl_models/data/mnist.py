@@ -51,13 +51,13 @@ class IdxSource:
 
 MNIST = IdxSource(
     "mnist", "PPL_MODELS_MNIST_DIR", None, "MNIST",
-    "pass path= a directory holding the MNIST IDX files, or set PPL_MODELS_MNIST_DIR "
-    "(online, ppl_models.data.download_idx('mnist', DIR) fetches them)",
+    "give a directory holding the MNIST IDX files with --data-path DIR (path=DIR in Python), or set "
+    "PPL_MODELS_MNIST_DIR (online, ppl_models.data.download_idx('mnist', DIR) fetches them)",
 )
 FASHION_MNIST = IdxSource(
     "fashion-mnist", "PPL_MODELS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist", "FashionMNIST",
     "install them with `apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
-    "or pass path= a directory holding them",
+    "or give a directory holding them with --data-path DIR (path=DIR in Python)",
 )
 
 

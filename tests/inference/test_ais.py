@@ -263,3 +263,10 @@ def test_gaussian_bernoulli_trained_on_grey_digits_ais_and_training():
     assert after > before + 5, (before, after)
     result = ais_log_partition(gb, x, num_runs=100, num_temperatures=2000)
     assert abs(result.log_z - exact) < 0.3, (result.log_z, exact)
+
+
+def test_every_schedule_length_starts_at_0_ends_at_1_and_increases():
+    for n in list(range(3, 60)) + [14500, 14501]:
+        betas = default_schedule(n)
+        assert len(betas) == n and betas[0] == 0 and betas[-1] == 1, n
+        assert bool((betas[1:] > betas[:-1]).all()), n

@@ -200,7 +200,7 @@ def test_idx_dir_env_var_and_torchvision_layout(tmp_path, monkeypatch):
     splits = load_dataset("mnist", valid_size=2, test_size=2)
     assert len(splits.train) == 16
     monkeypatch.delenv("PPL_MODELS_MNIST_DIR")
-    with pytest.raises(DataError, match="needs a directory of IDX files: pass path=.*PPL_MODELS_MNIST_DIR"):
+    with pytest.raises(DataError, match="needs a directory of IDX files: give .*--data-path DIR.*PPL_MODELS_MNIST_DIR"):
         load_dataset("mnist")
 
 
@@ -467,7 +467,7 @@ def test_datasets_catalogue():
         (dict(test_size=1000, valid_size=797), "test_size=1000, valid_size=797 take 1797 of the 1797 rows of the digits, leaving no training data"),
         (dict(split_seed=-1), "split_seed must be a non-negative integer, got -1"),
         (dict(split_seed="0"), "split_seed must be a non-negative integer, got '0'"),
-        (dict(path="/tmp"), "dataset 'digits' comes with scikit-learn and takes no path"),
+        (dict(path="/tmp"), "dataset 'digits' comes with scikit-learn and takes no --data-path"),
     ],
 )
 def test_load_dataset_rejects_bad_arguments(kwargs, message):
