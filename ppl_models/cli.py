@@ -34,6 +34,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A seed every generator takes (NumPy's: 0 .. 2**32 - 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**32 - 1}, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**32 - 1}, got {text!r}")
+    return value
+
+
 def number(text: str) -> float:
     try:
         return float(text)
@@ -50,7 +61,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="passes over the training split (train.epochs)")
     p.add_argument("--batch-size", type=int, help="minibatch size (train.batch_size)")
     p.add_argument("--lr", type=number, help="learning rate (train.lr)")
-    p.add_argument("--seed", type=int, help="random seed of the weights, shuffling and sampling (train.seed)")
+    p.add_argument("--seed", type=seed, help="random seed of the weights, shuffling and sampling (train.seed)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (train.device)")
     p.add_argument("--eval-particles", type=int, help="importance samples per test image, or AIS runs "
                    "(train.eval_particles)")
@@ -135,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
                    help="importance samples per image, or AIS runs (default: the spec's train.eval_particles)")
     e.add_argument("--temperatures", type=positive_int, default=None,
                    help="AIS temperatures of energy models (default: the spec's train.ais_temperatures)")
-    e.add_argument("--seed", type=int, default=None, help="seed of the estimator (default: the spec's train.seed)")
+    e.add_argument("--seed", type=seed, default=None, help="seed of the estimator (default: the spec's train.seed)")
     e.add_argument("-o", "--output", default=None, help="write the evaluation as JSON to this file instead of the "
                    "run's metrics.json (which is updated only when the run directory is writable)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -144,7 +155,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("directory")
     m.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     m.add_argument("-o", "--output", default=None, help="image file (default DIR/samples.png)")
-    m.add_argument("--seed", type=int, default=0, help="random seed of the samples")
+    m.add_argument("--seed", type=seed, default=0, help="random seed of the samples")
     m.add_argument("--class", dest="label", type=int, default=None, help="class-conditional samples of class C (dcim)")
     m.add_argument("--mode", default=None, help="what to draw, per family: dcim both|ancestral|top|mean; "
                    "rbm/gbrbm samples|completion (top half of test images clamped, bottom half by Gibbs)")

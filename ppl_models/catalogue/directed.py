@@ -23,8 +23,7 @@ from inference.log_likelihood import log_likelihood as importance_sampled_log_li
 from inference.queries import posterior_latents, sample_model
 from inference.training import Objective, fit
 
-from ..data import check_binary
-from ..errors import DataError, SpecError
+from ..errors import SpecError
 from .family import Family, count
 from .plots import save_training_curve
 from .run_directory import CHECKPOINT, CURVE, PER_IMAGE_KEY
@@ -38,20 +37,6 @@ class DirectedFamily(Family):
     # -- data ---------------------------------------------------------------------------
     def needs_binary_data(self, spec) -> bool:
         return getattr(spec.model, "likelihood", "bernoulli") == "bernoulli"
-
-    def load_data(self, spec):
-        data = super().load_data(spec)
-        d = spec.data
-        if self.needs_binary_data(spec):
-            if d.binarize == "none":
-                raise DataError(f"the {self.name} family's likelihood is Bernoulli and needs binary data but "
-                                "data.binarize is none; use threshold or dynamic, or a grey-level likelihood")
-            if d.binarize == "dynamic":  # threshold splits are binary by construction
-                for name in ("valid", "test"):
-                    split = getattr(data, name)
-                    if split is not None:
-                        check_binary(split.x, f"{d.dataset} {name} split")
-        return data
 
     def resolve(self, spec, data) -> None:
         dim, key = data.train.x.shape[1], self.input_size_field

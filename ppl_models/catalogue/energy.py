@@ -32,8 +32,7 @@ from inference.exact_enumeration import MAX_ENUMERATED_UNITS, log_partition
 from inference.queries import complete, gibbs_visible_means
 from inference.training import fit
 
-from ..data import check_binary
-from ..errors import DataError, SpecError
+from ..errors import SpecError
 from .energy_plots import save_completion_figure, save_energy_curves, save_gibbs_grid
 from .family import Family, count
 from .run_directory import CHECKPOINT, CURVE
@@ -60,21 +59,8 @@ class EnergyFamily(Family):
     sample_options = ("mode", "sweeps")
     evaluate_options = ("temperatures",)
 
-    def binary(self, spec) -> bool:
+    def needs_binary_data(self, spec) -> bool:
         return True
-
-    def load_data(self, spec):
-        data = super().load_data(spec)
-        d = spec.data
-        if self.binary(spec):
-            if d.binarize == "none":
-                raise DataError(f"the {self.name} family needs binary data but data.binarize is none ({d.dataset} is "
-                                "grey-level); use --set data.binarize=threshold or dynamic, or a family for grey levels")
-            for name in ("valid", "test") + (("train",) if d.binarize == "threshold" else ()):
-                split = getattr(data, name)
-                if split is not None:
-                    check_binary(split.x, f"{d.dataset} {name} split")
-        return data
 
     def resolve(self, spec, data) -> None:
         dim = data.train.x.shape[1]
@@ -101,7 +87,7 @@ class EnergyFamily(Family):
         module.to(device)
         x = module.to_visible(data.train.x.to(device))
         valid = module.to_visible(data.valid.x.to(device)) if data.valid is not None else None
-        transform = data.train_transform if self.binary(spec) else None
+        transform = data.train_transform if self.needs_binary_data(spec) else None
         log(f"training {spec.family} {module.num_visible}x{module.num_hidden} by {o.name.upper()}-{o.k} on "
             f"{spec.data.dataset} ({x.shape[0]} images, {'no' if valid is None else valid.shape[0]} validation) "
             f"for {count(t.epochs, 'epoch')} -> {run.directory}")
@@ -200,7 +186,7 @@ class EnergyFamily(Family):
             ais_log_z_halves=list(ais.group_log_z), ais_runs=runs, ais_temperatures=int(schedule.numel()),
             ais_schedule=schedule_note, ais_base="base-rate model from the training split's pixel marginals",
             ais_seconds=ais_seconds, test_images=len(ll), ais_stable=bool(ais.stable),
-            log_likelihood_units=("nats per binary image" if self.binary(spec)
+            log_likelihood_units=("nats per binary image" if self.needs_binary_data(spec)
                                   else "nats per image (density of grey levels, pixel units)"),
             test_recon_error=reconstruction_error(module, x_test))
         for key in ("exact_log_z", "test_log_likelihood_exact", "ais_error", "test_pseudo_likelihood"):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
 
-from ..data import load_dataset
-from ..errors import SpecError
+from ..data import check_binary, load_dataset
+from ..errors import DataError, SpecError
 from .plots import save_image_grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,11 +49,26 @@ class Family(ABC):
     evaluate_options: ClassVar[tuple] = ()
 
     # -- data and model ------------------------------------------------------------
+    def needs_binary_data(self, spec) -> bool:
+        """Whether the model's visible units are binary (then every split it scores must be 0/1)."""
+        return False
+
     def load_data(self, spec) -> "Splits":
         """The data splits the spec names, checked for what the model needs."""
         d = spec.data
-        return load_dataset(d.dataset, path=d.path, binarize=d.binarize, threshold=d.threshold,
+        data = load_dataset(d.dataset, path=d.path, binarize=d.binarize, threshold=d.threshold,
                             valid_size=d.valid_size, test_size=d.test_size, split_seed=d.split_seed)
+        if self.needs_binary_data(spec):
+            if d.binarize == "none":
+                raise DataError(f"the {self.name} family needs binary data but data.binarize is none ({d.dataset} is "
+                                "grey-level); use --set data.binarize=threshold or dynamic, or a grey-level "
+                                "likelihood or family")
+            # dynamic binarisation leaves the training split grey (binarised per batch); the others are scored
+            for name in ("valid", "test") + (("train",) if d.binarize == "threshold" else ()):
+                split = getattr(data, name)
+                if split is not None:
+                    check_binary(split.x, f"{d.dataset} {name} split")
+        return data
 
     @abstractmethod
     def resolve(self, spec, data: "Splits") -> None:

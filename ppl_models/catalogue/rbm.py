@@ -126,7 +126,7 @@ class GBRBMFamily(EnergyFamily):
                "(Cho, Ilin & Raiko 2011)")
     spec_class = GBRBMRunSpec
 
-    def binary(self, spec) -> bool:
+    def needs_binary_data(self, spec) -> bool:
         return False
 
     def build(self, spec) -> GaussianBernoulliRBM:

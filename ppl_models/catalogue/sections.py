@@ -20,6 +20,10 @@ from ..errors import SpecError
 from ..specs import option
 
 
+#: seeds go to torch, Python and NumPy alike, and NumPy takes 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
+
+
 @dataclass
 class DataSpec:
     dataset: str = option("mnist5k", doc="data set name", choices=tuple(DATASETS))
@@ -28,7 +32,7 @@ class DataSpec:
     threshold: float = option(0.5, doc="grey level above which a pixel is 1", min_exclusive=0.0)
     valid_size: Optional[int] = option(None, doc="validation images (None: the data set's default)", min=0)
     test_size: Optional[int] = option(None, doc="test images where no official test split exists", min=1)
-    split_seed: int = option(0, doc="seed of the fixed split permutation")
+    split_seed: int = option(0, doc="seed of the fixed split permutation", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -45,7 +49,7 @@ class TrainSpec:
     lr_decay: float = option(1.0, doc="exponential: factor per epoch", min_exclusive=0.0)
     clip_norm: Optional[float] = option(None, doc="clip the gradient's global norm", min_exclusive=0.0)
     patience: Optional[int] = option(None, doc="early stopping: epochs without validation gain", min=1)
-    seed: int = option(0, doc="random seed")
+    seed: int = option(0, doc="random seed", min=0, max=MAX_SEED)
     device: str = option("auto", doc="auto, cpu, cuda or cuda:N")
     eval_particles: int = option(5000, doc="importance samples per test image for the NLL", min=1)
 
