@@ -109,7 +109,7 @@ def snapshot(*roots) -> dict:
             for root in roots for d, _, files in os.walk(root) for f in files}
 
 
-def check(capsys, argv, roots):
+def check_invocation(capsys, argv, roots):
     before = snapshot(*roots)
     code = main(argv)
     err = capsys.readouterr().err
@@ -128,7 +128,7 @@ FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fi
 def _train_case(capsys, tmp_path, paths, name, set_args, flag_args, out_kind):
     out = {"fresh": str(tmp_path / f"run-{len(os.listdir(tmp_path))}"), "file": paths["file"], "dir": paths["dir"],
            "devnull": os.devnull}[out_kind]
-    check(capsys, ["train", name, *COMMON, *BASE[name], *flag_args, *set_args, "--out", out],
+    check_invocation(capsys, ["train", name, *COMMON, *BASE[name], *flag_args, *set_args, "--out", out],
           [paths["root"]])
 
 
@@ -161,7 +161,7 @@ def evaluate_or_sample(paths, trained):
 @given(data=st.data())
 def test_evaluate_and_sample_fuzz(capsys, paths, trained, data):
     argv = data.draw(evaluate_or_sample(paths, trained))
-    check(capsys, argv, [paths["root"], *trained.values()])
+    check_invocation(capsys, argv, [paths["root"], *trained.values()])
 
 
 @pytest.mark.slow
@@ -177,4 +177,4 @@ def test_train_fuzz_long(capsys, tmp_path, paths, data):
 @settings(max_examples=300, **FUZZ)
 @given(data=st.data())
 def test_evaluate_and_sample_fuzz_long(capsys, paths, trained, data):
-    check(capsys, data.draw(evaluate_or_sample(paths, trained)), [paths["root"], *trained.values()])
+    check_invocation(capsys, data.draw(evaluate_or_sample(paths, trained)), [paths["root"], *trained.values()])
