@@ -61,17 +61,16 @@ def ais_repeats(out: str, temperatures: list[int], seeds: list[int], runs: int) 
     rows = []
     pairs = [(temperatures[0], s) for s in seeds] + [(t, 100 + i) for i, t in enumerate(temperatures[1:])]
     for temps, seed in pairs:
-        if True:
-            m = trained.family.evaluate(trained, data, num_particles=runs, num_temperatures=temps, seed=seed)
-            rows.append({k: m.get(k) for k in (
-                "ais_runs", "ais_temperatures", "ais_log_z", "ais_log_z_std", "ais_log_z_halves", "ais_seconds",
-                "test_log_likelihood", "test_log_likelihood_stderr", "test_log_likelihood_interval",
-                "exact_log_z", "test_log_likelihood_exact", "ais_error", "test_pseudo_likelihood")} | {"seed": seed})
-            r = rows[-1]
-            print(f"  AIS {temps} temperatures, seed {seed}: log Z {r['ais_log_z']:.2f} ± {r['ais_log_z_std']:.3f} "
-                  f"(halves {r['ais_log_z_halves'][0]:.2f} / {r['ais_log_z_halves'][1]:.2f}), test LL "
-                  f"{r['test_log_likelihood']:.2f}, {r['ais_seconds']:.0f}s"
-                  + (f", exact log Z {r['exact_log_z']:.2f}" if r.get("exact_log_z") is not None else ""), flush=True)
+        m = trained.family.evaluate(trained, data, num_particles=runs, temperatures=temps, seed=seed)
+        rows.append({k: m.get(k) for k in (
+            "ais_runs", "ais_temperatures", "ais_log_z", "ais_log_z_std", "ais_log_z_halves", "ais_seconds",
+            "test_log_likelihood", "test_log_likelihood_stderr", "test_log_likelihood_interval",
+            "exact_log_z", "test_log_likelihood_exact", "ais_error", "test_pseudo_likelihood")} | {"seed": seed})
+        r = rows[-1]
+        print(f"  AIS {temps} temperatures, seed {seed}: log Z {r['ais_log_z']:.2f} ± {r['ais_log_z_std']:.3f} "
+              f"(halves {r['ais_log_z_halves'][0]:.2f} / {r['ais_log_z_halves'][1]:.2f}), test LL "
+              f"{r['test_log_likelihood']:.2f}, {r['ais_seconds']:.0f}s"
+              + (f", exact log Z {r['exact_log_z']:.2f}" if r.get("exact_log_z") is not None else ""), flush=True)
     return rows
 
 
