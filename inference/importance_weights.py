@@ -14,7 +14,7 @@ cost one pass of the guide and one of the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.poutine as poutine
@@ -33,7 +33,10 @@ class WeightedTraces:
     ``log_p`` and ``log_q`` are ``(k, batch)``; ``log_q_reparam`` and
     ``log_q_score`` split ``log_q`` into reparameterised and score-function
     sites (the latter need a REINFORCE term in gradients); ``scale`` is the data
-    plate's subsampling scale; the traces are kept for callers that need them.
+    plate's subsampling scale; the traces are kept for callers that need them,
+    and ``log_p_sites`` / ``log_q_sites`` hold each site's ``(k, batch)`` term
+    (in trace order) for estimators that weigh sites differently (NVIL's
+    local learning signals).
     """
 
     log_p: torch.Tensor
@@ -42,6 +45,8 @@ class WeightedTraces:
     scale: float
     model_trace: poutine.Trace
     guide_trace: poutine.Trace
+    log_p_sites: dict = field(default_factory=dict)
+    log_q_sites: dict = field(default_factory=dict)
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -101,6 +106,7 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     k = num_particles
     log_p, log_q, log_q_score, scale = None, None, 0.0, 1.0  # None: no needless add-to-zero on the hot path
+    log_p_sites, log_q_sites = {}, {}
     for site in model_trace.nodes.values():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
@@ -108,6 +114,7 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
         if site["mask"] is not None and site["mask"] is not True:
             lp = lp * site["mask"]
         lp = per_datum_log_prob(lp, site, particle_dim, data_plate, k)
+        log_p_sites[site["name"]] = lp
         log_p = lp if log_p is None else log_p + lp
         if site["is_observed"]:
             scale = _scale_of(site, data_plate)
@@ -119,12 +126,13 @@ def log_importance_weights(model, guide, *args, num_particles: int, max_plate_ne
         if detach_guide_params and reparam:
             fn = detach_distribution(fn)
         lq = per_datum_log_prob(fn.log_prob(site["value"]), site, particle_dim, data_plate, k)
+        log_q_sites[site["name"]] = lq
         log_q = lq if log_q is None else log_q + lq
         if not reparam:
             log_q_score = log_q_score + lq
     if log_q is None:
         log_q = torch.zeros_like(log_p)
-    return WeightedTraces(log_p, log_q, log_q_score, scale, model_trace, guide_trace)
+    return WeightedTraces(log_p, log_q, log_q_score, scale, model_trace, guide_trace, log_p_sites, log_q_sites)
 
 
 def _replay_detached(guide, guide_trace: poutine.Trace, args, kwargs) -> poutine.Trace:

@@ -39,7 +39,7 @@ from .errors import CheckpointError, SpecError, TrainingDiverged
 from .minibatches import make_loader
 from .optimizers import OptimizerChoice, make_optimizer, make_schedule
 
-__all__ = ["CHECKPOINT_FORMAT", "FitResult", "Objective", "PyroObjective", "evaluate_loss", "fit"]
+__all__ = ["CHECKPOINT_FORMAT", "FitResult", "Objective", "PyroObjective", "evaluate_loss", "fit", "with_auxiliary"]
 
 #: written into every checkpoint; a checkpoint of another format is refused with a one-line error
 CHECKPOINT_FORMAT = "ppl-models/training-checkpoint/2"
@@ -55,6 +55,9 @@ class Objective(Protocol):
     Optional hooks, called when present: ``end_epoch()`` after an epoch's last
     update (EM's M-step), and ``state_dict()`` / ``load_state_dict(state)`` for
     state that must survive a resume (persistent chains, running averages).
+    An objective with parameters of its own (NVIL's baseline network) exposes
+    them as an ``auxiliary`` module: :func:`with_auxiliary` joins it to the
+    model's module, so that the driver optimises and checkpoints both.
     """
 
     def loss_and_grads(self, *batch: torch.Tensor) -> float: ...
@@ -78,6 +81,20 @@ class PyroObjective:
 
     def loss(self, *batch):
         return self.elbo.loss(self.model, self.guide, *batch)
+
+    @property
+    def auxiliary(self) -> Optional[torch.nn.Module]:
+        """Parameters the ELBO itself trains (NVIL's baseline network), or None."""
+        return getattr(self.elbo, "auxiliary", None)
+
+
+def with_auxiliary(module: torch.nn.Module, objective) -> torch.nn.Module:
+    """The module :func:`fit` should train: ``module`` itself, or ``module`` and the objective's
+    ``auxiliary`` parameters side by side (``.model`` and ``.auxiliary`` of a ModuleDict)."""
+    aux = getattr(objective, "auxiliary", None)
+    if aux is None:
+        return module
+    return torch.nn.ModuleDict({"model": module, "auxiliary": aux})
 
 
 @dataclass

@@ -30,6 +30,8 @@ TINY = {
     "gbrbm": ["--set", "model.num_hidden=6", "--set", "train.ais_temperatures=200", "--set", "train.sample_sweeps=10",
               "--eval-particles", "10", "--set", "train.lr_schedule=constant"],
     "mixture": ["--set", "model.num_components=4"],
+    # NVIL: its baseline network and running statistics ride in the checkpoint; 9 hidden bits: scored exactly too
+    "sbn": ["--set", "model.hidden=[6,3]", "--lr", "0.01", "--eval-particles", "10"],
 }
 
 

@@ -21,7 +21,7 @@ import torch
 from inference.devices import resolve_device
 from inference.log_likelihood import log_likelihood as importance_sampled_log_likelihood
 from inference.queries import posterior_latents, sample_model
-from inference.training import Objective, fit
+from inference.training import Objective, fit, with_auxiliary
 
 from ..errors import SpecError
 from .family import Family, count
@@ -72,7 +72,8 @@ class DirectedFamily(Family):
         log(f"training {spec.family} on {spec.data.dataset} ({data.train.x.shape[0]} images, "
             f"{'no' if data.valid is None else data.valid.x.shape[0]} validation) for {count(spec.train.epochs, 'epoch')} "
             f"-> {run.directory}")
-        result = fit(self.make_objective(spec, module), self.tensors(data.train), module=module,
+        objective = self.make_objective(spec, module)
+        result = fit(objective, self.tensors(data.train), module=with_auxiliary(module, objective),
                      **spec.train.fit_options(), valid=self.tensors(data.valid) if data.valid is not None else None,
                      transform=data.train_transform, checkpoint_path=run.path(CHECKPOINT), progress=progress,
                      on_epoch_end=self.epoch_monitor(module, data), log=log)

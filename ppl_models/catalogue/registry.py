@@ -6,6 +6,7 @@ from .dcim import DCIMFamily
 from .family import Family
 from .mixture import MixtureFamily
 from .rbm import GBRBMFamily, RBMFamily
+from .sbn import SBNFamily
 from .vae import IWAEFamily, VAEFamily
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -15,4 +16,5 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     RBMFamily(),
     GBRBMFamily(),
     MixtureFamily(),
+    SBNFamily(),
 )}
