@@ -17,7 +17,7 @@ def load(directory: str):
 
 
 def build(spec):
-    """Build an untrained model from a spec: a dict, a JSON file path, or a spec object."""
+    """Build an untrained model from a spec: a dict, a model file path (YAML or JSON), or a spec object."""
     from .catalogue import build as _build
 
     return _build(spec)

@@ -9,12 +9,14 @@ anything else is a bug: one line saying so and asking for a report, exit 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 
 from . import catalogue
-from .errors import PPLModelsError
+from .errors import PPLModelsError, SpecError
+from .specs import describe
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -53,9 +55,12 @@ def number(text: str) -> float:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="family name (see `ppl-models list`)")
-    p.add_argument("--out", default=None, help="run directory (default runs/MODEL); an existing one is resumed")
-    p.add_argument("--spec", default=None, help="JSON spec file to start from (see `ppl-models spec MODEL`)")
+    p.add_argument("model", help="family name (see `ppl-models list`), or a model file (.yaml, .yml or .json; "
+                   "write one with `ppl-models spec NAME > my.yaml`)")
+    p.add_argument("--out", default=None, help="run directory (default runs/NAME, or runs/STEM for a model file "
+                   "STEM.yaml); an existing one is resumed")
+    p.add_argument("--spec", default=None, help="model file (YAML for .yaml / .yml, else JSON) to start from, with "
+                   "MODEL a family name")
     p.add_argument("--dataset", help="data set: mnist5k, mnist, fashion-mnist, digits (data.dataset)")
     p.add_argument("--data-path", help="directory of IDX files for mnist / fashion-mnist (data.path)")
     p.add_argument("--epochs", type=int, help="passes over the training split (train.epochs)")
@@ -97,17 +102,42 @@ def cmd_list(args) -> None:
         print(f"{f.name:8s} {f.kind:9s} {f.summary}")
 
 
-def cmd_spec(args) -> None:
-    if args.describe:
-        print("\n".join(catalogue.spec_keys(args.model)))
+def _model_file(args):
+    """The model file a command names (MODEL as a path, or --spec), or None; MODEL as a family name or None."""
+    model_files = catalogue.model_files
+    if args.model in catalogue.FAMILIES:
+        name = args.model
+    elif model_files.is_model_file_path(args.model):
+        if getattr(args, "spec", None) is not None:
+            raise SpecError(f"model file {args.model} given as MODEL and --spec {args.spec} given too; give one")
+        return None, model_files.read(args.model)
+    elif os.path.isfile(args.model):
+        raise SpecError(f"{args.model} is not a model file: a model file's name ends in "
+                        f"{', '.join(model_files.EXTENSIONS)} (or give a family name: {', '.join(catalogue.FAMILIES)})")
     else:
-        print(json.dumps(catalogue.default_spec(args.model), indent=2))
+        name = catalogue.family(args.model).name  # unknown: one line naming the catalogue
+    spec_file = getattr(args, "spec", None)
+    return name, (model_files.read(spec_file) if spec_file is not None else None)
+
+
+def cmd_spec(args) -> None:
+    name, source = _model_file(args)
+    spec = catalogue.make_spec(name, source)
+    if args.describe:
+        print("\n".join(describe(spec)))
+    elif args.json:
+        print(catalogue.model_files.to_json(spec))
+    else:
+        sys.stdout.write(catalogue.model_files.to_yaml(spec))
+    sys.stdout.flush()  # a closed pipe (`| head`) is met here, inside main, not at exit
 
 
 def cmd_train(args) -> None:
-    spec = catalogue.make_spec(args.model, args.spec, _overrides(args))
-    out = args.out or os.path.join("runs", spec.family)
-    metrics = catalogue.train(spec, out, progress=not args.no_progress, log=_log)
+    name, source = _model_file(args)
+    spec = catalogue.make_spec(name, source, _overrides(args))
+    stem = source.stem if source is not None and name is None else spec.family
+    out = args.out or os.path.join("runs", stem)
+    metrics = catalogue.train(spec, out, progress=not args.no_progress, log=_log, source=source)
     print(catalogue.summary(metrics, out))
     print(f"samples: {os.path.join(out, 'samples.png')}   curve: {os.path.join(out, 'training_curve.png')}")
 
@@ -133,8 +163,11 @@ def parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="ppl-models", description="Deep generative models in Pyro.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     sub.add_parser("list", help="the catalogue").set_defaults(func=cmd_list)
-    s = sub.add_parser("spec", help="print a family's default spec (JSON)")
-    s.add_argument("model")
+    s = sub.add_parser("spec", help="print a family's default spec as a commented YAML model file "
+                       "(`ppl-models spec sbn > my.yaml`), or a model file's full spec")
+    s.add_argument("model", help="family name, or a model file (.yaml, .yml, .json): its spec with the defaults "
+                   "filled in")
+    s.add_argument("--json", action="store_true", help="print the spec as JSON instead of YAML")
     s.add_argument("--describe", action="store_true", help="one line per key with its default and meaning")
     s.set_defaults(func=cmd_spec)
     t = sub.add_parser("train", help="train a model into a run directory (resumes a killed run)")
@@ -179,6 +212,10 @@ def main(argv=None) -> int:
         print("ppl-models: interrupted; run the same command again to resume from the last finished epoch",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`ppl-models spec sbn | head`): nothing to report
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # the file system said no: read-only, full, missing, a file where a directory should be
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"ppl-models: error: {e.strerror or e}{where}", file=sys.stderr)

@@ -32,6 +32,13 @@ def to_dict(spec) -> dict:
     return dataclasses.asdict(spec)
 
 
+def plain(value):
+    """A leaf value as plain JSON data: a list of dataclasses (DCIM's layers) as a list of mappings."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -55,7 +62,9 @@ def _coerce(value, tp, where: str):
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise SpecError(f"{where} must be true or false, got {value!r}")
+            hint = (" (write true or false: yes/no/on/off are text in a model file)"
+                    if isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n") else "")
+            raise SpecError(f"{where} must be true or false, got {value!r}{hint}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -97,7 +106,8 @@ def from_dict(cls, data: Any, where: str = "spec"):
     if isinstance(data, cls):
         data = to_dict(data)
     if not isinstance(data, dict):
-        raise SpecError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
+        got = "nothing (an empty section: give its keys, or leave it out)" if data is None else type(data).__name__
+        raise SpecError(f"{where} must be a mapping of keys to values, got {got}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -182,5 +192,5 @@ def describe(spec, prefix: str = "") -> list[str]:
         choices = f.metadata.get("choices")
         if choices:
             doc = f"{doc} (one of {', '.join(map(str, choices))})".strip()
-        lines.append(f"{prefix + f.name:28s} {json.dumps(value, separators=(',', ':')):12s} {doc}")
+        lines.append(f"{prefix + f.name:28s} {json.dumps(plain(value), separators=(',', ':')):12s} {doc}")
     return lines

@@ -101,7 +101,7 @@ def test_train_resume_evaluate_sample_load(name, capsys, tmp_path, monkeypatch):
     # the spec round-trips, and --describe shows this family's defaults
     spec = catalogue.make_spec(spec=json.load(open(os.path.join(whole, "spec.json"))))
     assert to_dict(spec) == to_dict(trained.spec)
-    code, out, _ = run_cli(capsys, "spec", name)
+    code, out, _ = run_cli(capsys, "spec", name, "--json")
     default = json.loads(out)
     assert to_dict(catalogue.make_spec(spec=default)) == default
     code, out, _ = run_cli(capsys, "spec", name, "--describe")

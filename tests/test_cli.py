@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
 def test_list_and_spec(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0 and "vae" in out and "iwae" in out
-    code, out, _ = run_cli(capsys, "spec", "iwae")
+    code, out, _ = run_cli(capsys, "spec", "iwae", "--json")
     spec = json.loads(out)
     assert spec["family"] == "iwae" and spec["objective"] == {"name": "iwae", "num_particles": 5, "dreg": False}
     code, out, _ = run_cli(capsys, "spec", "vae", "--describe")

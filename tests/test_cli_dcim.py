@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
 
 
 def test_spec_lists_the_dcim_keys(capsys):
-    code, out, _ = run_cli(capsys, "spec", "dcim")
+    code, out, _ = run_cli(capsys, "spec", "dcim", "--json")
     spec = json.loads(out)
     assert code == 0 and spec["family"] == "dcim" and spec["model"]["arch"] == "dense"
     assert spec["objective"]["name"] == "generative" and spec["objective"]["reverse_weight"] == "pixel_mean"

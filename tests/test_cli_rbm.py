@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
 def test_list_and_spec(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0 and "rbm" in out and "gbrbm" in out
-    code, out, _ = run_cli(capsys, "spec", "gbrbm")
+    code, out, _ = run_cli(capsys, "spec", "gbrbm", "--json")
     spec = json.loads(out)
     assert spec["data"]["binarize"] == "none" and spec["model"]["standardize"] is True
     assert spec["objective"]["name"] == "pcd" and spec["train"]["ais_temperatures"] == 14500

@@ -1,16 +1,16 @@
 """The catalogue: which families exist, their specs, and train / evaluate / sample / load for any of them.
 
 The catalogue (with the CLI) is where :mod:`ppl_models` meets :mod:`inference`:
-a model file never knows how it is trained, and inference never knows a
+a model's module never knows how it is trained, and inference never knows a
 concrete model. Every family implements :class:`~ppl_models.catalogue.family.Family`;
 :mod:`~ppl_models.catalogue.registry` lists them; a trained model is a
-:class:`~ppl_models.catalogue.run_directory.RunDirectory`.
+:class:`~ppl_models.catalogue.run_directory.RunDirectory`. A model a person writes
+is a YAML (or JSON) model file of the family's spec sections
+(:mod:`~ppl_models.catalogue.model_files`; the defaults ship in ``ppl_models/models``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Optional
 
 import torch
@@ -20,13 +20,14 @@ from inference.fileio import write_json_atomic
 
 from ..errors import SpecError
 from ..specs import apply_overrides, describe, from_dict, to_dict
+from . import model_files
 from .family import Family, count
 from .registry import FAMILIES
 from .plots import IMAGE_FORMATS
 from .run_directory import PER_IMAGE_KEY, SAMPLES, RunDirectory, TrainedModel, check_output_file
 
 __all__ = ["FAMILIES", "Family", "TrainedModel", "build", "default_spec", "evaluate", "family", "load",
-           "make_spec", "sample", "spec_keys", "summary", "train"]
+           "make_spec", "model_files", "sample", "spec_keys", "summary", "train"]
 
 
 def family(name: str) -> Family:
@@ -44,24 +45,27 @@ def spec_keys(name: str) -> list[str]:
     return describe(family(name).spec_class())
 
 
-def make_spec(name: Optional[str] = None, spec: Optional[dict | str] = None, overrides: tuple = ()):
-    """Build a validated spec from a family name, a dict or JSON file, and ``key=value`` overrides."""
-    if isinstance(spec, str):
-        if not os.path.exists(spec):
-            raise SpecError(f"spec file {spec} does not exist")
-        try:
-            with open(spec) as f:
-                spec = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SpecError(f"spec file {spec} is not valid JSON: {e}") from None
+def make_spec(name: Optional[str] = None, spec=None, overrides: tuple = ()):
+    """Build a validated spec from a family name, a dict, a model file (YAML or JSON: a path or a
+    :class:`~ppl_models.catalogue.model_files.ModelFile`) and ``key=value`` overrides."""
+    source = model_files.read(spec) if isinstance(spec, str) else spec
+    if isinstance(source, model_files.ModelFile):
+        spec, where = source.data, f"model file {source.path}"
+    else:
+        where = "spec"
     if spec is not None and not isinstance(spec, dict):
         raise SpecError(f"a spec must be a mapping of sections, got {type(spec).__name__}")
     spec = dict(spec or {})
     name = name or spec.get("family")
     if name is None:
-        raise SpecError("spec has no 'family' key; expected one of: " + ", ".join(FAMILIES))
+        raise SpecError(f"{where} has no 'family' key; expected one of: " + ", ".join(FAMILIES))
+    if not isinstance(name, str):
+        raise SpecError(f"{where}: family must be a model name, one of {', '.join(FAMILIES)}; got {name!r}")
     if spec.get("family", name) != name:
-        raise SpecError(f"spec.family is {spec['family']!r} but model {name!r} was asked for")
+        label = "spec.family" if where == "spec" else f"{where}: family"
+        raise SpecError(f"{label} is {spec['family']!r} but model {name!r} was asked for")
+    if name not in FAMILIES and where != "spec":
+        raise SpecError(f"{where}: unknown model {name!r}; the catalogue has: {', '.join(FAMILIES)}")
     cls = family(name).spec_class
     spec = apply_overrides(cls, {**spec, "family": name}, list(overrides))
     return from_dict(cls, spec)
@@ -88,8 +92,12 @@ def load(directory: str) -> TrainedModel:
     return TrainedModel(directory, spec, module, run.read_metrics(), fam)
 
 
-def train(spec, out_dir: str, progress: bool = True, log=print) -> dict:
+def train(spec, out_dir: str, progress: bool = True, log=print,
+          source: Optional[model_files.ModelFile] = None) -> dict:
     """Train ``spec`` into ``out_dir`` (resuming a killed run), evaluate, plot; return the metrics.
+
+    ``source``, the model file the spec was read from, is kept in the run directory byte for byte
+    (``model.yaml``, or ``model.json`` for a JSON file) beside the full ``spec.json``.
 
     A directory that already holds this model, trained for ``train.epochs`` and evaluated, is left
     as it is (raise the epochs to train on; ``evaluate`` scores it again). While training, the run
@@ -105,6 +113,8 @@ def train(spec, out_dir: str, progress: bool = True, log=print) -> dict:
     run.check_same_model(spec_dict, normalise=lambda old: to_dict(make_spec(spec=old)))
     with run.lock():
         run.write_spec(spec_dict)
+        if source is not None:
+            run.write_model_file(source.run_file_name, source.raw)
         finished = run.finished(spec.train.epochs)
         if finished is not None:
             log(f"{out_dir} already holds this model, trained for {count(spec.train.epochs, 'epoch')} and evaluated; "

@@ -3,6 +3,8 @@
 ::
 
     spec.json               the full spec (model, objective, data, train)
+    model.yaml              the model file it was trained from, byte for byte (model.json for a JSON
+                            file; none when trained from a family name alone)
     checkpoint.pt           the driver's per-epoch checkpoint (resume)
     model.pt                final weights
     metrics.json            evaluation and the per-epoch history
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 
 from inference.checkpoint import load_checkpoint, read_json, save_atomic
-from inference.fileio import write_json_atomic
+from inference.fileio import write_bytes_atomic, write_json_atomic
 
 from ..errors import CheckpointError, SpecError
 from .sections import RESUMABLE_CHANGES
@@ -32,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SPEC, WEIGHTS, METRICS, CHECKPOINT = "spec.json", "model.pt", "metrics.json", "checkpoint.pt"
 SAMPLES, CURVE, TEST_LOG_LIKELIHOOD = "samples.png", "training_curve.png", "test_log_likelihood.pt"
+#: the names a run keeps its source model file under: YAML, JSON (the one written replaces the other)
+MODEL_FILES = ("model.yaml", "model.json")
 LOCK = ".lock"
 #: a family's evaluate may return per-image log-likelihoods under this key; the catalogue saves them
 #: beside the metrics (when it writes into the run) and never into JSON
@@ -132,6 +136,17 @@ class RunDirectory:
 
     def write_spec(self, spec_dict: dict) -> None:
         write_json_atomic(spec_dict, self.path(SPEC))
+
+    def write_model_file(self, name: str, raw: bytes) -> None:
+        """Keep the model file the run was (last) trained from, byte for byte, as ``name`` (one of
+        :data:`MODEL_FILES`); a resumed run trained from another file keeps the newer one only."""
+        if name not in MODEL_FILES:
+            raise ValueError(f"a run keeps its model file as one of {MODEL_FILES}, not {name!r}")
+        write_bytes_atomic(self.path(name), raw)
+        for other in MODEL_FILES:
+            if other != name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path(other))
 
     def read_spec(self) -> dict:
         return read_json(self.path(SPEC), "spec")
