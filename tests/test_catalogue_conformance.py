@@ -32,6 +32,8 @@ TINY = {
     "mixture": ["--set", "model.num_components=4"],
     # NVIL: its baseline network and running statistics ride in the checkpoint; 9 hidden bits: scored exactly too
     "sbn": ["--set", "model.hidden=[6,3]", "--lr", "0.01", "--eval-particles", "10"],
+    "nade": ["--set", "model.hidden=3", "--lr", "0.01"],
+    "fvsbn": ["--lr", "0.01"],
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .dcim import DCIMFamily
 from .family import Family
 from .mixture import MixtureFamily
+from .nade import FVSBNFamily, NADEFamily
 from .rbm import GBRBMFamily, RBMFamily
 from .sbn import SBNFamily
 from .vae import IWAEFamily, VAEFamily
@@ -17,4 +18,5 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     GBRBMFamily(),
     MixtureFamily(),
     SBNFamily(),
+    NADEFamily(), FVSBNFamily(),
 )}
