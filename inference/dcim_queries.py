@@ -38,15 +38,23 @@ def class_probabilities(dcim, x: torch.Tensor, num_samples: Optional[int] = None
     forward model's hidden layers."""
     if num_samples is None:
         return torch.softmax(dcim.class_logits(x), -1)
+    return class_probability_draws(dcim, x, num_samples).mean(0)
+
+
+@torch.no_grad()
+def class_probability_draws(dcim, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """:math:`p(y \\mid h^{m-1}_s)` for ``num_samples`` forward samples :math:`h_s \\sim p_{fwd}(h \\mid x)`,
+    shape ``(num_samples, N, n_classes)``: their mean is the Monte Carlo :math:`p_{fwd}(y \\mid x)`, their
+    spread its standard error."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise SpecError(f"num_samples must be a positive integer or None, got {num_samples!r}")
     x = dcim.check_images(x)
     m = dcim.n_layers
-    probs = 0.0
+    draws = []
     for _ in range(num_samples):
         h = dcim.sample_up(x, to_layer=m - 1)[m - 1]
-        probs = probs + torch.softmax(dcim.logits_up(m, h), -1)
-    return probs / num_samples
+        draws.append(torch.softmax(dcim.logits_up(m, h), -1))
+    return torch.stack(draws)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import constraints
 
 from .errors import SpecError
 from .importance_weights import per_datum_log_prob
@@ -68,9 +69,39 @@ class Enumerated:
         return self.log_p - self.log_marginal
 
     @property
+    def posterior_marginals(self) -> dict:
+        """Exact :math:`p(h_j = 1 \\mid x)` of every latent unit, ``{site: (N, size)}``."""
+        post = self.log_posterior.exp()
+        return {name: post.T @ states.to(post.dtype) for name, states in self.states.items()}
+
+    @property
     def elbo(self) -> torch.Tensor:
         """Exact :math:`\\mathbb{E}_q[\\log p(x, h) - \\log q(h \\mid x)]`, ``(N,)``."""
         return (self.log_q.exp() * (self.log_p - self.log_q)).sum(0)
+
+
+def enumerable_bits(model, guide, x: torch.Tensor, *args, **kwargs) -> int | None:
+    """The number of latent bits when enumeration applies (every latent site of the model is a 0/1 site
+    of the guide), else None (continuous or categorical latents, or model latents the guide does not
+    sample, as a mixture's component summed out in training)."""
+    with torch.no_grad(), pyro.validation_enabled(False):
+        model_trace = poutine.trace(model).get_trace(x[:1], *[a[:1] for a in args], **kwargs)
+        guide_trace = poutine.trace(guide).get_trace(x[:1], *[a[:1] for a in args], **kwargs)
+
+    def latent(trace):
+        return {n: s for n, s in trace.nodes.items()
+                if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)}
+
+    guide_sites = latent(guide_trace)
+    if set(latent(model_trace)) != set(guide_sites):
+        return None
+    for site in guide_sites.values():
+        support = site["fn"].support
+        while hasattr(support, "base_constraint"):  # independent(boolean, 1) -> boolean
+            support = support.base_constraint
+        if support is not constraints.boolean:
+            return None
+    return sum(int(s["value"][0].numel()) for s in guide_sites.values())
 
 
 def _conditioned_log_prob(fn, x, args, kwargs, values: dict, num_states: int) -> torch.Tensor:
@@ -137,3 +168,21 @@ def exact_log_marginal(model, guide, x: torch.Tensor, *args, batch_size: int = 1
                 acc = lse if acc is None else torch.logaddexp(acc, lse)
             out.append(acc)
     return torch.cat(out)
+
+
+def posterior_table(model, guide, x: torch.Tensor, *args, max_bits: int = MAX_BITS, max_elements: int = 2 ** 24,
+                    **kwargs) -> Enumerated:
+    """:math:`\\log p(x, h)` of every joint state, ``(2**B, N)``, without gradients and with the states in
+    chunks of at most ``max_elements / (N * pixels)`` (so a 16-bit posterior of a batch of MNIST images
+    fits in memory); its :attr:`~Enumerated.log_posterior` and :attr:`~Enumerated.posterior_marginals`
+    are the exact posterior."""
+    sizes = latent_sizes(guide, x, *args, **kwargs)
+    states = binary_states(_check_bits(sizes, max_bits), x)
+    chunk = max(1, max_elements // (x.shape[0] * max(1, x[0].numel())))
+    parts = []
+    with torch.no_grad():
+        for s0 in range(0, states.shape[0], chunk):
+            part = states[s0:s0 + chunk]
+            parts.append(_conditioned_log_prob(model, x, args, kwargs, _state_values(sizes, part, x.shape[0]),
+                                               part.shape[0]))
+    return Enumerated(torch.cat(parts), None, {k: v[:, 0] for k, v in _state_values(sizes, states, 1).items()})

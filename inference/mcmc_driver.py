@@ -61,14 +61,20 @@ class MCMCResult:
     kernel_diagnostics: dict
 
 
-def to_inference_data(posterior: dict):
-    """Build ArviZ data from ``{name: array (chains, draws, ...)}``; works with ArviZ 0.x and 1.x."""
-    import arviz as az
+def to_inference_data(posterior: dict, dims: dict | None = None, coords: dict | None = None):
+    """Build ArviZ data from ``{name: array (chains, draws, ...)}``; works with ArviZ 0.x and 1.x.
+
+    :param dict dims: optional names of each variable's dimensions after (chain, draw), e.g.
+        ``{"z": ["input", "z_dim"]}``; ``coords`` the values along any of them.
+    """
+    with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on import: noise on a user's stderr
+        warnings.filterwarnings("ignore", message="ArviZ is undergoing a major refactor", category=FutureWarning)
+        import arviz as az
 
     arrays = {k: (v.detach().cpu().numpy() if torch.is_tensor(v) else v) for k, v in posterior.items()}
     if int(az.__version__.split(".")[0]) >= 1:
-        return az.from_dict({"posterior": arrays})  # 1.x: a dict of groups
-    return az.from_dict(posterior=arrays)
+        return az.from_dict({"posterior": arrays}, dims=dims, coords=coords)  # 1.x: a dict of groups
+    return az.from_dict(posterior=arrays, dims=dims, coords=coords)
 
 
 def chain_diagnostics(x: torch.Tensor) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""``ppl-models``: list the catalogue, print a family's spec, train, evaluate, sample.
+"""``ppl-models``: list the catalogue, print a family's spec, train, evaluate, sample, query.
 
 Every failure a user can cause ends with one line on stderr (``ppl-models:
 error: ...``) and exit status 2, argument errors included; an interrupted
@@ -159,6 +159,64 @@ def cmd_sample(args) -> None:
     print(catalogue.sample(args.directory, args.n, out, seed=args.seed, progress=not args.no_progress, **options))
 
 
+#: query flags -> the query option they set (given only when the flag is)
+QUERY_OPTIONS = {"samples": "num_samples", "particles": "num_particles", "estimator": "estimator", "mask": "mask",
+                 "mask_seed": "mask_seed", "fill": "fill", "sweeps": "sweeps", "draws": "draws", "thin": "thin",
+                 "temperatures": "temperatures"}
+
+
+def cmd_query(args) -> None:
+    options = {option: getattr(args, flag) for flag, option in QUERY_OPTIONS.items() if getattr(args, flag) is not None}
+    answer = catalogue.query(args.directory, args.kind, split=args.split, index=args.index, files=args.input or (),
+                             binarize=args.binarize, seed=args.seed, device=args.device, output=args.output,
+                             png=args.png, netcdf=args.netcdf, **options)
+    if args.output is None:
+        print(answer.to_json())
+    else:
+        print(args.output)
+    sys.stdout.flush()
+
+
+def _add_query_parser(sub) -> None:
+    q = sub.add_parser("query", help="ask a trained model a question: sample, log_prob, posterior, complete or "
+                       "classify; JSON with each answer's estimator and uncertainty")
+    q.add_argument("directory")
+    q.add_argument("kind", help="sample | log_prob | posterior | complete | classify (a family refuses those it "
+                   "cannot answer, naming the ones it can)")
+    q.add_argument("--split", default=None, help="inputs: images of this split of the model's data: train, valid or "
+                   "test (default test)")
+    q.add_argument("--index", default=None, help="which images of the split: START:STOP, N or N,M,... (default 0:16)")
+    q.add_argument("--input", nargs="+", default=None, metavar="FILE", help="inputs: .npy arrays ((N, D), (N, H, W), "
+                   "(D,) or (H, W), values in [0, 1]) or PNG images of the model's size")
+    q.add_argument("--binarize", action="store_true", help="threshold grey input files at data.threshold for a "
+                   "binary model")
+    q.add_argument("-n", "--samples", type=positive_int, default=None, help="sample: images drawn; posterior: draws "
+                   "per input; complete: completions per input; classify: forward samples")
+    q.add_argument("--particles", type=positive_int, default=None, help="importance samples per input (directed "
+                   "log_prob, posterior, complete) or AIS runs (energy log_prob)")
+    q.add_argument("--estimator", default=None, help="log_prob: auto|exact|importance (directed), auto|exact|ais "
+                   "(energy); posterior: auto|exact|guide|importance_resampling (directed)")
+    q.add_argument("--mask", default=None, help="complete: the OBSERVED pixels: top, bottom, left, right (that half), "
+                   "random:F (a fraction F, --mask-seed), or a .npy / .png file (nonzero = observed); default top")
+    q.add_argument("--mask-seed", type=seed, default=None, help="seed of a random mask (default 0)")
+    q.add_argument("--fill", default=None, help="directed complete: what the guide sees in a missing pixel: mean "
+                   "(the training split's pixel mean, default) or a number in [0, 1]")
+    q.add_argument("--sweeps", type=positive_int, default=None, help="energy sample / complete: warm-up Gibbs sweeps "
+                   "(default train.sample_sweeps)")
+    q.add_argument("--draws", type=positive_int, default=None, help="energy sample / complete: draws kept per chain "
+                   "for R-hat and ESS (default 100)")
+    q.add_argument("--thin", type=positive_int, default=None, help="energy: Gibbs sweeps between kept draws (default 1)")
+    q.add_argument("--temperatures", type=positive_int, default=None, help="energy log_prob: AIS temperatures (runs "
+                   "AIS again; default: the run's stored estimate)")
+    q.add_argument("--seed", type=seed, default=0, help="seed of every draw (default 0)")
+    q.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default train.device)")
+    q.add_argument("-o", "--output", default=None, help="write the JSON answer to this file instead of stdout")
+    q.add_argument("--png", default=None, help="sample / complete: write the picture (.png, .jpg, .pdf, .svg)")
+    q.add_argument("--netcdf", default=None, help="sample / posterior / complete: write the draws as ArviZ "
+                   "InferenceData (.nc)")
+    q.set_defaults(func=cmd_query)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="ppl-models", description="Deep generative models in Pyro.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
@@ -195,6 +253,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--sweeps", type=positive_int, default=None, help="Gibbs sweeps per picture (rbm, gbrbm)")
     m.add_argument("--no-progress", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_sample)
+    _add_query_parser(sub)
     return p
 
 

@@ -1,4 +1,4 @@
-"""The catalogue: which families exist, their specs, and train / evaluate / sample / load for any of them.
+"""The catalogue: which families exist, their specs, and train / evaluate / sample / query / load for any of them.
 
 The catalogue (with the CLI) is where :mod:`ppl_models` meets :mod:`inference`:
 a model's module never knows how it is trained, and inference never knows a
@@ -7,6 +7,8 @@ concrete model. Every family implements :class:`~ppl_models.catalogue.family.Fam
 :class:`~ppl_models.catalogue.run_directory.RunDirectory`. A model a person writes
 is a YAML (or JSON) model file of the family's spec sections
 (:mod:`~ppl_models.catalogue.model_files`; the defaults ship in ``ppl_models/models``).
+:func:`query` asks a trained model a question (sample, log_prob, posterior, complete, classify),
+routed to its family's estimator, every answer with its uncertainty and the estimator used.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from inference.fileio import write_json_atomic
 from ..errors import SpecError
 from ..specs import apply_overrides, describe, from_dict, to_dict
 from . import model_files
+from .answers import QUERY_KINDS, Answer
 from .family import Family, count
 from .registry import FAMILIES
 from .plots import IMAGE_FORMATS
+from .query_io import check_outputs, read_inputs, write_answer
 from .run_directory import PER_IMAGE_KEY, SAMPLES, RunDirectory, TrainedModel, check_output_file
 
-__all__ = ["FAMILIES", "Family", "TrainedModel", "build", "default_spec", "evaluate", "family", "load",
-           "make_spec", "model_files", "sample", "spec_keys", "summary", "train"]
+__all__ = ["FAMILIES", "QUERY_KINDS", "Answer", "Family", "TrainedModel", "build", "default_spec", "evaluate",
+           "family", "load", "make_spec", "model_files", "query", "sample", "spec_keys", "summary", "train"]
 
 
 def family(name: str) -> Family:
@@ -182,3 +186,28 @@ def sample(directory: str, n: int, path: str, seed: int = 0, progress: bool = Fa
     torch.manual_seed(seed)
     trained.family.sample_grid(trained, n, path, progress=progress, **options)
     return path
+
+
+def query(directory: str, kind: str, *, split: Optional[str] = None, index: Optional[str] = None, files=(),
+          binarize: bool = False, seed: int = 0, device: Optional[str] = None, output: Optional[str] = None,
+          png: Optional[str] = None, netcdf: Optional[str] = None, **options) -> Answer:
+    """Ask a trained model a question (one of :data:`QUERY_KINDS`) about images of its data split
+    (``split``, ``index`` such as ``"0:16"``) or of ``files`` (.npy, .png), routed to its family's
+    estimator; write the answer's JSON to ``output``, its picture to ``png`` and its draws to ``netcdf``
+    (ArviZ) when given, and return it. Every bad input is a one-line error raised before anything is
+    written. ``options`` are the kind's own (``num_particles``, ``mask``, ...; see the family's
+    ``query_<kind>``)."""
+    check_outputs(kind, output, png, netcdf)
+    trained = load(directory)
+    trained.family.check_query(trained, kind, options)
+    if kind == "sample":
+        if split is not None or index is not None or files:
+            raise SpecError("sample queries draw from the model and take no --split, --index or --input")
+        inputs = None
+    else:
+        inputs = read_inputs(trained, split, index, files, binarize, seed)
+    trained.module.to(resolve_device(device or trained.spec.train.device))
+    answer = trained.family.query(trained, kind, inputs, seed=seed, **options)
+    write_answer(answer, output, png, netcdf)
+    return answer
+

@@ -20,7 +20,7 @@ import torch
 
 from inference.dcim_objectives import make_objective as make_dcim_objective
 from inference.dcim_objectives import reverse_weight_value
-from inference.dcim_queries import generate, sampled_accuracy, scores
+from inference.dcim_queries import class_probabilities, class_probability_draws, generate, sampled_accuracy, scores
 from inference.devices import resolve_device
 from inference.log_likelihood import log_likelihood as importance_sampled_log_likelihood
 from inference.training import PyroObjective
@@ -28,8 +28,10 @@ from inference.training import PyroObjective
 from ..dcim import DCIM, DCIMLayer, DCIMSpec, dense_spec, paper_cnn_spec
 from ..errors import DataError, SpecError
 from ..specs import option
+from .answers import Answer
 from .directed import DirectedFamily
 from .plots import image_grid, new_figure, save_png
+from .query_io import positive
 from .sections import DataSpec, TrainSpec
 
 ARCHS = ("dense", "cnn", "custom")
@@ -139,6 +141,7 @@ class DCIMFamily(DirectedFamily):
                "(Flach, Shekhovtsov & Fikar 2017)")
     spec_class = DCIMRunSpec
     sample_options = ("mode", "class")
+    queries = DirectedFamily.queries + ("classify",)
 
     def needs_binary_data(self, spec) -> bool:
         return False  # the reverse loss is a cross-entropy, defined for grey levels in [0, 1] too
@@ -338,4 +341,32 @@ class DCIMFamily(DirectedFamily):
         what = f"class {label}" if label is not None else "one column per class"
         fig.suptitle(f"dcim: {n} samples of p_rev(x | y), {what}", fontsize=9)
         save_png(fig, path)
+
+    def log_prob_units(self, spec) -> str:
+        return "nats per image (of grey levels, a cross-entropy rather than a normalised density)"
+
+    def particle_chunk(self, module) -> int:
+        return 200 if len(module.layer_shapes[1]) == 1 else 10  # conv layers hold a map per particle
+
+    def query_classify(self, trained, inputs, num_samples: int = 100) -> Answer:
+        """p_fwd(y | x) by Monte Carlo over forward samples (with its standard error), beside the mean recursion."""
+        s = positive("num_samples", num_samples)
+        module, x = trained.module, inputs.x
+        draws = class_probability_draws(module, x, s).double()  # (S, N, C)
+        probs, stderr = draws.mean(0), draws.std(0, unbiased=s > 1) / s ** 0.5
+        recursion = class_probabilities(module, x).double()
+        rows = [{"input": name, "probabilities": probs[i], "stderr": stderr[i], "predicted": int(probs[i].argmax()),
+                 "mean_recursion": recursion[i], "mean_recursion_predicted": int(recursion[i].argmax())}
+                for i, name in enumerate(inputs.names)]
+        numbers = {"estimator": f"Monte Carlo over {s} forward samples h ~ p_fwd(h | x): p(y | x) = mean of "
+                                "p(y | h_s), with its standard error; mean_recursion is the DNN's output, a "
+                                "deterministic approximation of the same probabilities",
+                   "settings": {"num_samples": s}, "inputs": rows}
+        if inputs.labels is not None:
+            labels = inputs.labels.to(probs.device)
+            for row, label in zip(rows, labels.tolist()):
+                row["label"] = label
+            numbers["accuracy"] = float((probs.argmax(-1) == labels).double().mean())
+            numbers["accuracy_mean_recursion"] = float((recursion.argmax(-1) == labels).double().mean())
+        return Answer("classify", numbers, {"probabilities": probs, "stderr": stderr, "mean_recursion": recursion})
 

@@ -8,7 +8,8 @@ literature's standard), ancestral samples (``E[x | parents]`` of the model's
 ``x`` site) and the latent posterior (draws of the guide). A family supplies
 its spec, :meth:`build` and :meth:`make_objective`; the module it builds has
 ``model(x=None, batch_size=None)`` and ``guide(x=None, batch_size=None)``
-with the observed site named ``x`` inside ``pyro.plate("data")``.
+with the observed site named ``x`` inside ``pyro.plate("data")``. The queries
+(``ppl-models query``) are :class:`~ppl_models.catalogue.directed_queries.DirectedQueries`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from inference.queries import posterior_latents, sample_model
 from inference.training import Objective, fit, with_auxiliary
 
 from ..errors import SpecError
+from .directed_queries import DirectedQueries
 from .family import Family, count
 from .plots import save_training_curve
 from .run_directory import CHECKPOINT, CURVE, PER_IMAGE_KEY
 
 
-class DirectedFamily(Family):
+class DirectedFamily(DirectedQueries, Family):
     kind = "directed"
     #: the field of ``spec.model`` that holds the number of pixels (filled from the data)
     input_size_field = "x_dim"

@@ -13,6 +13,8 @@ the MCMC driver (:mod:`inference.queries`). A family supplies its spec and
 plus ``to_visible`` / ``to_pixels`` / ``log_jacobian`` (pixel values <-> the
 model's units, identity for binary units).
 
+The queries (``ppl-models query``) are :class:`~ppl_models.catalogue.energy_queries.EnergyQueries`.
+
 Evaluation: :math:`\log p(x) = -F(v(x)) + \log|dv/dx| - \log \hat Z`, with
 :math:`\log \hat Z` from AIS (Salakhutdinov & Murray 2008).
 """
@@ -33,8 +35,10 @@ from inference.queries import complete, gibbs_visible_means
 from inference.training import fit
 
 from ..errors import SpecError
-from .energy_plots import save_completion_figure, save_energy_curves, save_gibbs_grid
+from .energy_plots import save_energy_curves, save_gibbs_grid
+from .energy_queries import EnergyQueries
 from .family import Family, count
+from .plots import save_completion_figure
 from .run_directory import CHECKPOINT, CURVE
 
 #: the per-epoch exact validation log-likelihood is computed up to this many hidden units
@@ -54,7 +58,7 @@ def _finite_or_none(value: float):
     return value if math.isfinite(value) else None
 
 
-class EnergyFamily(Family):
+class EnergyFamily(EnergyQueries, Family):
     kind = "energy"
     sample_options = ("mode", "sweeps")
     evaluate_options = ("temperatures",)

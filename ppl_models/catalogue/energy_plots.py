@@ -1,4 +1,4 @@
-"""Pictures of energy families: per-epoch monitors, Gibbs sample grids, completions."""
+"""Pictures of energy families: per-epoch monitors and Gibbs sample grids (completions: :mod:`.plots`)."""
 
 from __future__ import annotations
 
@@ -40,26 +40,6 @@ def save_gibbs_grid(images: torch.Tensor, image_shape: tuple, path: str, title: 
     per_row = math.ceil(math.sqrt(n))
     fig, ax = new_figure(figsize=(0.6 * per_row + 0.5, 0.6 * math.ceil(n / per_row) + 0.8))
     ax.imshow(image_grid(images, image_shape, nrow=per_row), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.axis("off")
-    ax.set_title(title, fontsize=8)
-    save_png(fig, path)
-
-
-def save_completion_figure(x: torch.Tensor, mask: torch.Tensor, completions: torch.Tensor, image_shape: tuple,
-                           path: str, title: str) -> None:
-    """Per row: the image, its observed part (the rest grey), then its completions ``(n, per_image, D)``."""
-    x = x.cpu()
-    n, per_image = completions.shape[:2]
-    observed = torch.where(mask.cpu(), x, torch.full_like(x, 0.5))
-    rows = torch.cat([x.unsqueeze(1), observed.unsqueeze(1), completions], 1)  # (n, 2 + per_image, D)
-    groups = math.ceil(n / 8)  # at most 8 images per column group
-    per_group = math.ceil(n / groups)
-    cols = 2 + per_image
-    blank = torch.ones(cols, x.shape[1])
-    tiles = [rows[g * per_group + r] if g * per_group + r < n else blank for r in range(per_group) for g in range(groups)]
-    grid = image_grid(torch.cat(tiles), image_shape, nrow=cols * groups)
-    fig, ax = new_figure(figsize=(max(3.0, 0.5 * cols * groups + 1), max(3.0, 0.5 * per_group + 1)))
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     ax.set_title(title, fontsize=8)
     save_png(fig, path)

@@ -11,14 +11,18 @@ a Gibbs kernel); a new family subclasses one, supplies its spec and builder
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, Optional
 
+import pyro
 import torch
 
 from ..data import check_binary, load_dataset
 from ..errors import DataError, SpecError
+from .answers import QUERY_KINDS, Answer
 from .plots import save_image_grid
+from .query_io import Inputs, check_inputs, option_name, read_inputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import Splits
@@ -39,6 +43,9 @@ class Family(ABC):
     :cvar spec_class: the run spec dataclass; ``spec_class()`` is the family's default spec.
     :cvar sample_options: the keyword options :meth:`sample` takes (checked, named in errors).
     :cvar evaluate_options: the keyword options :meth:`evaluate` takes beyond particles and seed.
+    :cvar queries: the query kinds the family answers (:data:`~ppl_models.catalogue.answers.QUERY_KINDS`),
+        each by a method ``query_<kind>(trained, inputs, **options)`` returning an
+        :class:`~ppl_models.catalogue.answers.Answer`.
     """
 
     name: ClassVar[str]
@@ -47,6 +54,7 @@ class Family(ABC):
     spec_class: ClassVar[type]
     sample_options: ClassVar[tuple] = ()
     evaluate_options: ClassVar[tuple] = ()
+    queries: ClassVar[tuple] = ()
 
     # -- data and model ------------------------------------------------------------
     def needs_binary_data(self, spec) -> bool:
@@ -119,3 +127,50 @@ class Family(ABC):
             names = list(self.sample_options)
             allowed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names) or "none"
             raise SpecError(f"{self.name} samples take the options {allowed}, got {', '.join(unknown)}")
+
+    # -- the query interface ------------------------------------------------------------
+    def why_not(self, trained: "TrainedModel", kind: str) -> Optional[str]:
+        """Why this trained model cannot answer ``kind`` queries, or None when it can."""
+        if kind in self.queries:
+            return None
+        return "it has no class variable" if kind == "classify" else "it has no estimator for it"
+
+    def answerable(self, trained: "TrainedModel") -> tuple:
+        """The query kinds this trained model answers."""
+        return tuple(k for k in QUERY_KINDS if self.why_not(trained, k) is None)
+
+    def check_query(self, trained: "TrainedModel", kind: str, options: dict) -> None:
+        """Refuse, in one line, a query this trained model cannot answer or an option its kind does not take."""
+        if kind not in QUERY_KINDS:
+            raise SpecError(f"unknown query {kind!r}; the queries are: {', '.join(QUERY_KINDS)}")
+        reason = self.why_not(trained, kind)
+        if reason is not None:
+            raise SpecError(f"{self.name} cannot answer {kind} queries ({reason}); it answers: "
+                            f"{', '.join(self.answerable(trained))}")
+        accepted = [p for p in inspect.signature(getattr(self, f"query_{kind}")).parameters
+                    if p not in ("trained", "inputs")]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise SpecError(f"{self.name} {kind} queries take no {option_name(unknown[0])}; they take: "
+                            f"{', '.join(map(option_name, accepted)) or 'no options'}")
+
+    def query(self, trained: "TrainedModel", kind: str, inputs=None, seed: Optional[int] = 0, **options) -> Answer:
+        """Answer a ``kind`` query about ``inputs`` (an :class:`~ppl_models.catalogue.query_io.Inputs` or an
+        ``(N, D)`` tensor of images; default: the first 16 test images), or refuse it in one line naming
+        the kinds this model answers. ``seed`` seeds every draw (None: leave the generators as they are)."""
+        self.check_query(trained, kind, options)
+        if kind == "sample" and inputs is not None:
+            raise SpecError("sample queries draw from the model and take no input images")
+        if kind != "sample":
+            inputs = check_inputs(trained, read_inputs(trained) if inputs is None else Inputs.of(inputs))
+            like = next(trained.module.parameters())
+            inputs = Inputs(inputs.x.to(like.device), inputs.names, inputs.labels, inputs.source)
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        with torch.no_grad():
+            answer = getattr(self, f"query_{kind}")(trained, inputs, **options)
+        answer.numbers = {"query": kind, "family": self.name, "model": trained.directory,
+                          **({"inputs_from": inputs.source} if inputs is not None else {}), "seed": seed,
+                          **answer.numbers}
+        answer.tensors = {k: v.cpu() if torch.is_tensor(v) else v for k, v in answer.tensors.items()}
+        return answer

@@ -13,7 +13,9 @@ from inference.training import PyroObjective
 
 from ..mixture import BernoulliMixture, MixtureArchitecture
 from ..specs import option
+from .answers import Answer, draws_to_inference_data
 from .directed import DirectedFamily
+from .query_io import positive
 from .sections import DataSpec, TrainSpec
 
 
@@ -58,3 +60,14 @@ class MixtureFamily(DirectedFamily):
         """The exact posterior over the component of each image, p(z = k | x), shape ``(N, K)``."""
         with torch.no_grad():
             return {"z": trained.module.responsibilities(x.to(next(trained.module.parameters())))}
+
+    def query_posterior(self, trained, inputs, num_samples: int = 100) -> Answer:
+        """The exact posterior over the component, p(z = k | x); draws of it for the ArviZ data."""
+        s = positive("num_samples", num_samples)
+        r = trained.module.responsibilities(inputs.x)
+        draws = {"z": torch.distributions.Categorical(probs=r).sample((s,))}
+        numbers = {"estimator": "exact: p(z = k | x) = pi_k p(x | k) / p(x) (the responsibilities); draws are exact",
+                   "settings": {"num_samples": s},
+                   "latents": {"z": {"probabilities": r, "most_probable": r.argmax(-1)}}}
+        return Answer("posterior", numbers, {"z_probs": r, **draws}, draws_to_inference_data(draws, inputs.names))
+

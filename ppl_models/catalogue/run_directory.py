@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
@@ -189,6 +189,7 @@ class TrainedModel:
     module: torch.nn.Module
     metrics: dict
     family: "Family"
+    _data: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def run(self) -> RunDirectory:
@@ -209,3 +210,20 @@ class TrainedModel:
     def posterior(self, x: torch.Tensor, num_samples: int = 1) -> dict:
         """The latent variables given ``x`` (see the family's ``posterior``)."""
         return self.family.posterior(self, x, num_samples)
+
+    def data(self):
+        """The model's data splits, as its spec loads them (read once, then kept)."""
+        if self._data is None:
+            self._data = self.family.load_data(self.spec)
+        return self._data
+
+    def query(self, kind: str, x=None, **options):
+        """Ask the model a question: ``sample``, ``log_prob``, ``posterior``, ``complete`` or ``classify``
+        about images ``x`` (an ``(N, D)`` tensor; default the first 16 test images). Returns an
+        :class:`~ppl_models.catalogue.answers.Answer`: its ``numbers`` (estimator, settings, values with
+        their uncertainty), ``tensors``, ``inference_data`` and ``picture``. A kind the family cannot
+        answer is refused in one line naming those it can.
+
+        ``model.query("log_prob", x, num_particles=1000)``, ``model.query("complete", x, mask="top")``
+        """
+        return self.family.query(self, kind, x, **options)
