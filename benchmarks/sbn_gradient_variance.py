@@ -145,6 +145,11 @@ def main():
     print(f"warm-up: NVIL {args.warmup} epochs in {time.perf_counter() - t0:.0f}s", flush=True)
     x = data.train.x[:args.batch]
 
+    # one floor per row count, measured once for all estimators that share it; the first recognition
+    # layer reads the data: no gradient with respect to its input
+    layers = [(lin.in_features, lin.out_features, i > 0)
+              for i, lin in enumerate((*module.recognition, *module.generative.down))]
+    floors = {kk: matmul_floor(layers, args.batch * kk, reps=200) for kk in sorted({k or args.k for _, _, k, _ in ESTIMATORS})}
     rows = {}
     for label, name, k, extra in ESTIMATORS:
         if name == "reinforce":  # NVIL's estimator with no baseline or normalisation: plain REINFORCE
@@ -159,10 +164,7 @@ def main():
             objective = family.make_objective(o, module)
         kk = k if k is not None else args.k
         row = estimator_stats(objective, module, x, args.draws, seed=1)
-        # the first recognition layer reads the data: no gradient with respect to its input
-        layers = [(l.in_features, l.out_features, i > 0)
-                  for i, l in enumerate((*module.recognition, *module.generative.down))]
-        row["floor_seconds"] = matmul_floor(layers, args.batch * kk)
+        row["floor_seconds"] = floors[kk]
         row.update(k=kk, step_over_floor=row["step_seconds"] / row["floor_seconds"])
         rows[label] = row
         print(f"{label:>22} k={kk}: SNR generative {row['generative']['snr']:.3g}, recognition "

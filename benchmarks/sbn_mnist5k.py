@@ -8,9 +8,9 @@ epoch and the whole run's time in ``benchmarks/results/sbn_mnist5k.json`` (merge
 rewrites only the rows it ran). Sample grids of each architecture's best run go beside it.
 
 MNIST-5k: all 4,000 training images (``data.valid_size=0``), the other 1,000 as test set. Fashion-MNIST:
-the full 55,000 / 10,000 split, fewer epochs (about the same number of updates as on MNIST-5k), the
-NLL at k = 5000 on the first 1,000 test images (the full test set at k = 5000 takes about 8 minutes per
-run on one core).
+all 60,000 training images (``data.valid_size=0``) for 20 epochs (12,000 updates, as 300 epochs of
+MNIST-5k), the NLL at k = 5000 on the first 1,000 of the 10,000 test images (the full test set at
+k = 5000 takes about 8 minutes per run on one core).
 
 Run: ``python benchmarks/sbn_mnist5k.py [--datasets mnist5k fashion-mnist] [--archs 200-200 200-200-200]
 [--objectives nvil vimco rws wake_sleep tracegraph] [--threads 1]``
