@@ -295,3 +295,19 @@ def test_ais_log_prob_is_within_its_stderr_of_the_exact_one(runs):
     assert float((ais.tensors["log_prob"] - exact.tensors["log_prob"]).abs().max()) < 4 * se
     stored = trained.query("log_prob", x, estimator="ais")  # the run's own evaluation, no new AIS
     assert stored.numbers["log_z"]["value"] == trained.metrics["ais_log_z"]
+
+
+def test_resampled_draws_report_their_effective_size():
+    """S draws resampled from k weighted particles carry at most ESS particles' information: the standard error
+    of their mean divides by sqrt(min(S, ESS)), and an answer whose ESS is below 10 says it is not reliable."""
+    from ppl_models.catalogue.answers import draw_summary
+    from ppl_models.catalogue.directed_queries import MIN_ESS, _ess_verdict
+
+    draws = torch.tensor([0.0, 1.0] * 50).reshape(100, 1, 1).expand(100, 2, 1)  # sd 0.5 for both inputs
+    plain = draw_summary(draws)["mean_stderr"].squeeze(-1)
+    resampled = draw_summary(draws, effective_size=torch.tensor([4.0, 400.0]))["mean_stderr"].squeeze(-1)
+    assert torch.allclose(resampled[0], plain[0] * (100 / 4) ** 0.5)  # ESS 4 < 100 draws: sqrt(4)
+    assert torch.allclose(resampled[1], plain[1])  # ESS above the draws: the draws count
+    assert _ess_verdict(torch.tensor([MIN_ESS + 1.0, 50.0]), 1000)["reliable"]
+    verdict = _ess_verdict(torch.tensor([2.5, 50.0]), 1000)
+    assert not verdict["reliable"] and "1 of 2 inputs" in verdict["message"] and "2.5" in verdict["message"]

@@ -70,14 +70,23 @@ def draws_to_inference_data(draws: dict, names: list[str]) -> Any:
     return to_inference_data(posterior, dims=dims, coords={"input": list(names)})
 
 
-def draw_summary(values: torch.Tensor) -> dict:
+def draw_summary(values: torch.Tensor, effective_size: Optional[torch.Tensor] = None) -> dict:
     """Per input and unit, the mean over draws, the draws' standard deviation and the mean's Monte Carlo
     standard error, of draws ``(S, N, units)``; integer draws (a class, a component) give the frequency of
-    each value instead."""
+    each value instead.
+
+    :param effective_size: per input ``(N,)``, for draws that are not independent (resampled from k
+        weighted particles): the standard error divides by ``sqrt(min(S, ESS))``, not ``sqrt(S)``, since
+        S resampled draws hold at most ESS particles' worth of information.
+    """
     s = values.shape[0]
+    n = torch.full((values.shape[1],), float(s), dtype=torch.float64)
+    if effective_size is not None:
+        n = torch.minimum(n, effective_size.detach().double().cpu().clamp(min=1.0))
+    root = n.sqrt().to(values.device).unsqueeze(-1)
     if not values.is_floating_point():
         counts = torch.nn.functional.one_hot(values.long(), int(values.max()) + 1).double()
-        return {"frequencies": counts.mean(0), "frequencies_stderr": counts.std(0, unbiased=s > 1) / math.sqrt(s)}
+        return {"frequencies": counts.mean(0), "frequencies_stderr": counts.std(0, unbiased=s > 1) / root.unsqueeze(-1)}
     values = values.double().reshape(s, values.shape[1], -1)
     sd = values.std(0, unbiased=s > 1)
-    return {"mean": values.mean(0), "sd": sd, "mean_stderr": sd / math.sqrt(s)}
+    return {"mean": values.mean(0), "sd": sd, "mean_stderr": sd / root}

@@ -157,7 +157,10 @@ class DirectedQueries:
                    "draws of the exact posterior p(z | x) as k grows (draws of one input share k particles)")
             extra["effective_sample_size"] = r.effective_sample_size
         settings = {"num_samples": s, **({"num_particles": k} if estimator == "importance_resampling" else {})}
-        summary = exact if estimator == "exact" else {site: draw_summary(v) for site, v in draws.items()}
+        ess = extra.get("effective_sample_size")
+        summary = exact if estimator == "exact" else {site: draw_summary(v, ess) for site, v in draws.items()}
+        if ess is not None:
+            extra.update(_ess_verdict(ess, k))
         numbers = {"estimator": how, "settings": settings, "latents": summary, **extra}
         return Answer("posterior", numbers, draws, draws_to_inference_data(draws, inputs.names))
 
@@ -192,6 +195,7 @@ class DirectedQueries:
                    "mask": mask_text, "settings": {"num_particles": k, "num_samples": s, "mask_seed": mask_seed},
                    "images_shown": "per row: the image, its observed part (missing grey), then E[x_missing | z] of "
                                    "each resampled z",
+                   **_ess_verdict(r.effective_sample_size, k),
                    "inputs": _per_input(inputs.names, {
                        "effective_sample_size": r.effective_sample_size,
                        "log_prob_observed": [estimate(v, e) for v, e in zip(r.log_marginal, r.log_marginal_stderr)],
@@ -204,3 +208,19 @@ class DirectedQueries:
                       lambda path: save_completion_figure(x.cpu(), observed.cpu(), r.x_mean.cpu(), image_shape, path,
                                                           title=f"{self.name}: completion by importance resampling "
                                                                 f"(k={k}), {mask_text}"))
+
+
+#: below this effective sample size a resampled answer rests on a handful of particles
+MIN_ESS = 10
+
+
+def _ess_verdict(ess: torch.Tensor, k: int) -> dict:
+    """Whether importance resampling had enough effective particles for every input, as the Gibbs answers say
+    whether their chains mixed."""
+    low = int((ess < MIN_ESS).sum())
+    if not low:
+        return {"reliable": True, "message": f"every input's effective sample size is >= {MIN_ESS} (of k={k})"}
+    return {"reliable": False,
+            "message": f"{low} of {ess.numel()} inputs have an effective sample size below {MIN_ESS} (of k={k}, "
+                       f"lowest {float(ess.min()):.1f}): their answers rest on a few particles; raise "
+                       "--particles, and read their standard errors as too small"}
