@@ -33,6 +33,9 @@ BASE = {
     "gbrbm": ["--set", "model.num_hidden=4", "--set", "train.ais_temperatures=20", "--set", "train.sample_sweeps=2",
               "--eval-particles", "4"],
     "mixture": ["--set", "model.num_components=3"],
+    "sbn": ["--set", "model.hidden=[3,2]", "--eval-particles", "2"],
+    "nade": ["--set", "model.hidden=3"],
+    "fvsbn": [],
 }
 COMMON = ["--dataset", "digits", "--epochs", "1", "--no-progress"]
 
@@ -97,7 +100,7 @@ def paths(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     runs = {}
-    for name in ("vae", "rbm"):
+    for name in ("vae", "rbm", "sbn"):
         out = str(tmp_path_factory.mktemp("trained") / name)
         assert main(["train", name, *COMMON, *BASE[name], "--out", out]) == 0
         runs[name] = out
@@ -162,6 +165,50 @@ def evaluate_or_sample(paths, trained):
 def test_evaluate_and_sample_fuzz(capsys, paths, trained, data):
     argv = data.draw(evaluate_or_sample(paths, trained))
     check_invocation(capsys, argv, [paths["root"], *trained.values()])
+
+
+def query_invocation(paths, trained):
+    """``ppl-models query`` with every kind (and a wrong one), every input way and hostile values."""
+    numbers = ["-5", "0", "1", "3", "x", "1.5", "99999999999999999999"]
+    outputs = [os.path.join(paths["root"], "q.json"), paths["dir"], os.devnull, os.path.join(paths["root"], "q.png"),
+               os.path.join(paths["root"], "q.nc"), os.path.join(paths["root"], "q.bmp"), paths["file"]]
+    options = ([["--split", v] for v in ("test", "train", "valid", "nope", "")] +
+               [["--index", v] for v in ("0:2", "3", "1,2", "5:1", "0:99999", "-1", "x", "")] +
+               [["--input", f] for f in (paths["npy"], paths["bad_npy"], paths["file"], paths["missing"], paths["dir"])] +
+               [["--binarize"]] + [["-n", n] for n in numbers[:6]] + [["--particles", n] for n in numbers] +
+               [["--estimator", e] for e in ("auto", "exact", "importance", "ais", "guide", "importance_resampling", "x")] +
+               [["--mask", m] for m in ("top", "left", "random:0.5", "random:2", "random:x", paths["npy"], paths["file"], "")] +
+               [["--fill", f] for f in ("mean", "0.5", "2", "x")] + [["--sweeps", n] for n in numbers[:6]] +
+               [["--draws", n] for n in numbers[:6]] + [["--thin", n] for n in numbers[:6]] +
+               [["--temperatures", n] for n in numbers[:6]] + [["--seed", n] for n in numbers] +
+               [["--device", d] for d in ("cpu", "cuda", "tpu")] +
+               [[flag, f] for flag in ("-o", "--png", "--netcdf") for f in outputs])
+    kind = st.sampled_from(["sample", "log_prob", "posterior", "complete", "classify", "nope", ""])
+    run = st.sampled_from(sorted(trained.values()) + [paths["dir"], paths["missing"]])
+    return st.tuples(run, kind, st.lists(st.sampled_from(options), max_size=3)).map(
+        lambda t: ["query", t[0], t[1], *[a for x in t[2] for a in x]])
+
+
+@pytest.fixture(scope="module")
+def query_paths(paths):
+    import numpy as np
+
+    np.save(os.path.join(paths["root"], "in.npy"), (np.random.default_rng(0).random((2, 64)) > 0.5).astype("float32"))
+    np.save(os.path.join(paths["root"], "bad.npy"), np.full((3, 5), 7.0))
+    return {**paths, "npy": os.path.join(paths["root"], "in.npy"), "bad_npy": os.path.join(paths["root"], "bad.npy")}
+
+
+@settings(max_examples=40, derandomize=True, **FUZZ)
+@given(data=st.data())
+def test_query_fuzz(capsys, query_paths, trained, data):
+    check_invocation(capsys, data.draw(query_invocation(query_paths, trained)), [query_paths["root"], *trained.values()])
+
+
+@pytest.mark.slow
+@settings(max_examples=300, **FUZZ)
+@given(data=st.data())
+def test_query_fuzz_long(capsys, query_paths, trained, data):
+    check_invocation(capsys, data.draw(query_invocation(query_paths, trained)), [query_paths["root"], *trained.values()])
 
 
 @pytest.mark.slow
