@@ -49,15 +49,15 @@ from inference.training import PyroObjective, fit, with_auxiliary  # noqa: E402
 from ppl_models import catalogue  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-#: (label, objective.name, k, extra overrides)
+#: (label, objective.name, k); k None: --k samples per datapoint
 ESTIMATORS = [
-    ("nvil", "nvil", 1, []),
-    ("reinforce_no_baseline", "reinforce", 1, []),
-    ("tracegraph", "tracegraph", 1, []),
-    ("wake_sleep", "wake_sleep", 1, []),
-    ("vimco", "vimco", None, []),
-    ("iwae_score_function", "iwae", None, []),
-    ("rws", "rws", None, []),
+    ("nvil", "nvil", 1),
+    ("reinforce_no_baseline", "reinforce", 1),
+    ("tracegraph", "tracegraph", 1),
+    ("wake_sleep", "wake_sleep", 1),
+    ("vimco", "vimco", None),
+    ("iwae_score_function", "iwae", None),
+    ("rws", "rws", None),
 ]
 
 
@@ -149,20 +149,19 @@ def main():
     # layer reads the data: no gradient with respect to its input
     layers = [(lin.in_features, lin.out_features, i > 0)
               for i, lin in enumerate((*module.recognition, *module.generative.down))]
-    floors = {kk: matmul_floor(layers, args.batch * kk, reps=200) for kk in sorted({k or args.k for _, _, k, _ in ESTIMATORS})}
+    floors = {kk: matmul_floor(layers, args.batch * kk, reps=200) for kk in sorted({k or args.k for _, _, k in ESTIMATORS})}
     rows = {}
-    for label, name, k, extra in ESTIMATORS:
+    for label, name, k in ESTIMATORS:
+        kk = k or args.k
         if name == "reinforce":  # NVIL's estimator with no baseline or normalisation: plain REINFORCE
             objective = PyroObjective(NVIL(baseline=None), module.model, module.guide)
-        elif name == "nvil" and not extra:
+        elif name == "nvil":
             objective = warm  # the warmed-up baseline network and running statistics
         else:
-            kk = k if k is not None else args.k
-            o = catalogue.make_spec("sbn", overrides=base + [f"objective.name={name}"] + extra + (
+            o = catalogue.make_spec("sbn", overrides=base + [f"objective.name={name}"] + (
                 [f"objective.num_particles={kk}"] if k is None else []))
             o.model.x_dim = spec.model.x_dim
             objective = family.make_objective(o, module)
-        kk = k if k is not None else args.k
         row = estimator_stats(objective, module, x, args.draws, seed=1)
         row["floor_seconds"] = floors[kk]
         row.update(k=kk, step_over_floor=row["step_seconds"] / row["floor_seconds"])
