@@ -97,7 +97,7 @@ def main():
         "benchmark": "gibbs_throughput",
         "what": f"block Gibbs sweeps of a 784x{args.hidden} RBM, {args.chains} chains vectorised, {args.sweeps} sweeps, "
                 f"k={args.k} sweeps per MCMC sample; pyro.infer.MCMC (progress bar off) vs raw PyTorch loop",
-        "repeats": args.repeats, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "repeats": args.repeats, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
         "seconds": times,
         "sweeps_x_chains_per_s": {name: work / m for name, m in med.items()},

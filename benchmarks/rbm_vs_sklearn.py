@@ -255,7 +255,7 @@ def main():
         "benchmark": "rbm_vs_sklearn",
         "what": f"PCD-1, RBM 784x{args.hidden}, batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, no momentum/decay",
         "data": f"MNIST-5k threshold 0.5: train {x_train.shape[0]}, test {x_test.shape[0]}",
-        "repeats": args.repeats, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "repeats": args.repeats, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
         "ais": {"runs": args.ais_runs, "groups": args.ais_groups, "temperatures": args.ais_temperatures,
                 "schedule": "Salakhutdinov & Murray 2008, scaled", "base": "base-rate RBM from training-data marginals",
                 "seed": "1000 + training seed, the same for both trainers"},

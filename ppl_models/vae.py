@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import SpecError
+from .likelihoods import BernoulliPixels
 from .specs import option
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
@@ -73,7 +74,7 @@ class Decoder(nn.Module):
     def distribution(self, z):
         out = self.net(z)
         if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+            return BernoulliPixels(out)
         if self.likelihood == "continuous_bernoulli":
             return dist.ContinuousBernoulli(logits=out, validate_args=False).to_event(1)
         return dist.Normal(torch.sigmoid(out), self.log_scale.exp()).to_event(1)

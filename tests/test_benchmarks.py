@@ -6,7 +6,9 @@ import pathlib
 
 import pytest
 
-BENCHMARKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+HERE = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+#: the scripts; a module whose name starts with "_" is a helper they share (run as scripts, they find it beside them)
+BENCHMARKS = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_"))
 
 
 def test_there_are_benchmarks():
@@ -14,9 +16,10 @@ def test_there_are_benchmarks():
 
 
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
-def test_benchmark_imports(path):
+def test_benchmark_imports(path, monkeypatch):
     pytest.importorskip("sklearn")
     pytest.importorskip("threadpoolctl")
+    monkeypatch.syspath_prepend(str(HERE))
     spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # module level only: main() runs under __name__ == "__main__"

@@ -1,0 +1,87 @@
+"""The floor every benchmark names: the time of the same matrix products alone.
+
+A path's matrix products are read off one real run of it (forward and backward) by a
+:class:`~torch.utils._python_dispatch.TorchDispatchMode` that records the shape, strides and dtype of
+every ``mm`` / ``addmm`` / ``bmm`` / ``baddbmm`` operand, so nothing is transcribed by hand and a changed
+architecture changes its floor. :func:`time_products` then times those products alone on fresh tensors of
+the same layouts: what the path would cost if everything but its matrix products were free. A ratio
+``path time / floor`` says how far a path is from the machine.
+
+Not a benchmark (no ``main``): imported by the scripts beside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+#: the operand positions of the two matrices in each product op
+_MATRICES = {aten.mm.default: (0, 1), aten.addmm.default: (1, 2), aten.bmm.default: (0, 1),
+             aten.baddbmm.default: (1, 2)}
+
+
+class RecordProducts(TorchDispatchMode):
+    """Records ``(op, [(shape, stride, dtype), (shape, stride, dtype)])`` for every matrix product run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.products: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        positions = _MATRICES.get(func)
+        if positions is not None:
+            self.products.append((func, [(tuple(args[i].shape), tuple(args[i].stride()), args[i].dtype)
+                                         for i in positions]))
+        return func(*args, **(kwargs or {}))
+
+
+def record_products(step: Callable[[], None]) -> list:
+    """The matrix products of one call of ``step`` (forward and backward: call ``backward`` inside it)."""
+    with RecordProducts() as recorder:
+        step()
+    return recorder.products
+
+
+def _operands(products: list) -> list:
+    out = []
+    for _, specs in products:
+        pair = []
+        for shape, stride, dtype in specs:
+            t = torch.empty_strided(shape, stride, dtype=dtype)
+            t.copy_(torch.randn(shape, dtype=dtype))  # values do not matter; denormals and NaNs would
+            pair.append(t)
+        out.append(pair)
+    return out
+
+
+def time_products(products: list, repeats: int = 7) -> float:
+    """Median seconds, over ``repeats``, of running every recorded product once, in order."""
+    operands = _operands(products)
+    mm = [torch.bmm if len(a.shape) == 3 else torch.mm for a, _ in operands]
+
+    def once():
+        for f, (a, b) in zip(mm, operands):
+            f(a, b)
+
+    once()  # warm-up: first-touch allocation and the BLAS's own set-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def flops(products: list) -> float:
+    """Floating-point operations of the recorded products (2 m k n each, times the batch for ``bmm``)."""
+    total = 0.0
+    for _, ((a_shape, _, _), (b_shape, _, _)) in products:
+        batch = a_shape[0] if len(a_shape) == 3 else 1
+        m, k = a_shape[-2:]
+        total += 2.0 * batch * m * k * b_shape[-1]
+    return total
