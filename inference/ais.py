@@ -19,6 +19,12 @@ fitted to the data (``base_rate``) and the path (``annealing_path``: its
 increment with the next state). For RBMs that is Salakhutdinov & Murray's
 base-rate path, :class:`ppl_models.rbm.BaseRateAnnealingPath`.
 
+Inside :func:`inference.distributed.sharing` the runs are split across
+the ranks, each drawing from its own random stream, and their log-weights are
+gathered in rank order before anything is averaged: the estimate, its spread
+and the groups (contiguous pieces of the gathered runs) are those of one
+process with all the runs.
+
 The runs can be split into independent *groups* run one after the other: the
 estimate uses every run, and groups that disagree flag an estimate that its
 own spread does not (a heavy-tailed weight distribution rarely hides from both).
@@ -36,6 +42,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import SpecError
 
 __all__ = ["AISResult", "ais_log_partition", "base_rate_visible", "default_schedule", "estimate_is_stable",
@@ -148,6 +155,15 @@ def _run_group(path, num_runs: int, beta_list: list, bar=None) -> torch.Tensor:
     return log_w
 
 
+def _runs_of_every_rank(path, num_runs: int, beta_list: list, bar, like: torch.Tensor) -> torch.Tensor:
+    """This rank's share of the runs, from its own stream, and every rank's log-weights gathered in rank order."""
+    mine = distributed.shard_sizes(num_runs)[distributed.rank()]
+    with distributed.distinct_stream():
+        log_w = (_run_group(path, mine, beta_list, bar) if mine
+                 else torch.zeros(0, dtype=torch.float64, device=like.device))
+    return distributed.all_gather_rows(log_w)
+
+
 def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(log_w, 0) - math.log(log_w.numel())
 
@@ -188,9 +204,14 @@ def ais_log_partition(model, data: torch.Tensor | None = None, *, num_runs: int 
     path = model.annealing_path(base.detach())
     beta_list = betas.tolist()
     sizes = _group_sizes(num_runs, groups)
-    with tqdm(total=(len(beta_list) - 1) * len(sizes), disable=None if progress else True, leave=False,
-              desc=f"AIS log Z, {num_runs} runs", unit="temperature", unit_scale=True) as bar:
-        group_log_w = [_run_group(path, n, beta_list, bar) for n in sizes]
+    parallel = distributed.sharing_work()
+    with tqdm(total=(len(beta_list) - 1) * (1 if parallel else len(sizes)), leave=False, unit_scale=True,
+              disable=None if progress and distributed.is_main() else True, desc=f"AIS log Z, {num_runs} runs",
+              unit="temperature") as bar:
+        if parallel:  # each rank its share of the runs; the groups are pieces of the gathered runs
+            group_log_w = list(_runs_of_every_rank(path, num_runs, beta_list, bar, like).split(sizes))
+        else:
+            group_log_w = [_run_group(path, n, beta_list, bar) for n in sizes]
     group_log_z = [path.log_z_base + float(_log_mean_exp(lw)) for lw in group_log_w]
     log_w = torch.cat(group_log_w)
     log_mean_w = _log_mean_exp(log_w)

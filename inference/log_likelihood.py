@@ -8,6 +8,12 @@ is a stochastic lower bound on log p(x) that tightens as k grows (it is the
 IWAE bound L_k); k = 5000 is the literature's standard for test NLL. Particles
 are drawn in chunks and combined with a running log-sum-exp, so memory is
 bounded by ``batch_size * particle_chunk`` particles whatever k is.
+
+Inside :func:`inference.distributed.sharing` the k particles of every
+datapoint are split across the ranks, each drawing from its own random stream;
+the ranks' log-sum-exps of :math:`w` and :math:`w^2` are gathered and summed
+(in log space) before the division by k, so the estimate is the single-process
+estimator with the union of the particles.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import pyro
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .importance_weights import log_importance_weights
 
 
@@ -48,24 +55,37 @@ def log_likelihood_with_stderr(model, guide, x: torch.Tensor, *args, num_particl
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     out, stderr = [], []
+    world = distributed.world_size() if distributed.sharing_work() else 1
+    mine = distributed.shard_sizes(num_particles)[distributed.rank()] if world > 1 else num_particles
     batches = range(0, x.shape[0], batch_size)
-    with torch.no_grad(), pyro.validation_enabled(False):
-        for start in tqdm(batches, disable=None if progress else True, desc=f"log p(x), k={num_particles}", leave=False):
+    with torch.no_grad(), pyro.validation_enabled(False), distributed.distinct_stream():
+        for start in tqdm(batches, disable=None if progress and distributed.is_main() else True,
+                          desc=f"log p(x), k={num_particles}", leave=False):
             xb = x[start:start + batch_size]
             rest = [a[start:start + batch_size] for a in args]
             acc = acc2 = None
             done = 0
-            while done < num_particles:
-                k = min(particle_chunk, num_particles - done)
+            while done < mine:
+                k = min(particle_chunk, mine - done)
                 log_w = log_importance_weights(model, guide, xb, *rest, num_particles=k,
                                                max_plate_nesting=max_plate_nesting, data_plate=data_plate).log_w
                 chunk, chunk2 = torch.logsumexp(log_w, dim=0), torch.logsumexp(2 * log_w.double(), dim=0)
                 acc = chunk if acc is None else torch.logaddexp(acc, chunk)
                 acc2 = chunk2 if acc2 is None else torch.logaddexp(acc2, chunk2)
                 done += k
+            if world > 1:  # the ranks' sums are combined below, once for every datapoint
+                empty = torch.full((xb.shape[0],), -math.inf, device=xb.device)  # a rank without particles
+                out.append(empty if acc is None else acc)
+                stderr.append(empty.double() if acc2 is None else acc2)
+                continue
             log_mean = acc - math.log(num_particles)
             out.append(log_mean)
             stderr.append(_relative_stderr(acc.double(), acc2, num_particles).to(log_mean.dtype))
+    if world > 1:
+        acc = torch.logsumexp(distributed.all_gather_rows(torch.cat(out)[None]), 0)
+        acc2 = torch.logsumexp(distributed.all_gather_rows(torch.cat(stderr)[None]), 0)
+        log_mean = acc - math.log(num_particles)
+        return log_mean, _relative_stderr(acc.double(), acc2, num_particles).to(log_mean.dtype)
     return torch.cat(out), torch.cat(stderr)
 
 

@@ -8,6 +8,11 @@ its own. Diagnostics are computed on *summaries* that matter (for an energy
 model: the free energy of each draw and each unit's value, whose averages are
 the unit means) rather than on thousands of raw coordinates.
 
+Inside :func:`inference.distributed.sharing` every rank runs its own
+chains (the kernel's ``num_chains`` each, from its own random stream) and the
+draws are gathered along the chain dimension in rank order before anything is
+summarised, so the samples, R-hat, ESS and ArviZ data cover every rank's chains.
+
 R-hat is the split potential scale reduction factor and ESS Geyer's
 initial-monotone estimate, both from :mod:`pyro.ops.stats`, so they do not
 depend on the installed ArviZ version.
@@ -28,6 +33,7 @@ import torch
 from pyro.infer import MCMC
 from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
+from . import distributed
 from .errors import SpecError
 
 __all__ = ["ChainsNotMixedWarning", "DrawRecorder", "MCMCResult", "chain_diagnostics", "run_mcmc", "to_inference_data"]
@@ -77,8 +83,15 @@ def to_inference_data(posterior: dict, dims: dict | None = None, coords: dict | 
     return az.from_dict(posterior=arrays, dims=dims, coords=coords)
 
 
+#: split R-hat needs at least two draws in each half of a chain (Pyro asserts on fewer)
+MIN_DIAGNOSED_DRAWS = 4
+
+
 def chain_diagnostics(x: torch.Tensor) -> tuple[float, float]:
-    """(max split R-hat, min ESS) over the elements of ``x`` (chains, draws, ...), ignoring constant elements."""
+    """(max split R-hat, min ESS) over the elements of ``x`` (chains, draws, ...), ignoring constant elements;
+    NaN for fewer than :data:`MIN_DIAGNOSED_DRAWS` draws per chain (split R-hat halves each chain)."""
+    if x.shape[1] < MIN_DIAGNOSED_DRAWS:
+        return float("nan"), float("nan")
     x = x.detach().double()
     flat = x.reshape(x.shape[0], x.shape[1], -1)
     varying = flat.var(dim=(0, 1)) > 0  # a unit that never changes (e.g. clamped) has no R-hat
@@ -180,10 +193,11 @@ def run_mcmc(
         warmup_steps=warmup_steps,
         save_params=[],  # the recorder keeps the draws (one copy each instead of Pyro's three)
         hook_fn=recorder,
-        disable_progbar=disable_progbar,
+        disable_progbar=disable_progbar or not distributed.is_main(),
     )
     try:
-        mcmc.run()
+        with distributed.distinct_stream():  # under a process group each rank runs its own chains
+            mcmc.run()
     finally:  # MCMC leaves save_params=[] on the kernel: a later plain MCMC(kernel) would save nothing
         if had_save_params:
             kernel.save_params = previous
@@ -193,6 +207,9 @@ def run_mcmc(
     for name, transform in (mcmc.transforms or {}).items():  # HMC-style kernels: back to constrained space
         if name in samples:
             samples[name] = transform.inv(samples[name])
+    if distributed.sharing_work():  # every rank's chains, in rank order: one set of chains for the diagnostics
+        samples = {name: distributed.all_gather_rows(value) for name, value in samples.items()}
+        num_chains *= distributed.world_size()
 
     diagnostics = getattr(kernel, "diagnostics", dict)() or {}
     if not diagnose:
@@ -209,7 +226,11 @@ def run_mcmc(
         r_hat[name], ess[name] = chain_diagnostics(value)
 
     bad = [n for n in values if r_hat[n] > r_hat_threshold or ess[n] < min_ess]  # NaN (constant) passes
-    if bad:
+    mixed = None if num_samples < MIN_DIAGNOSED_DRAWS else not bad
+    if mixed is None:
+        message = (f"not diagnosed: {num_samples} draws per chain, and R-hat and ESS need at least "
+                   f"{MIN_DIAGNOSED_DRAWS}")
+    elif bad:
         worst = max(bad, key=lambda n: r_hat[n])
         message = (
             f"chains have not mixed: {worst} has R-hat {r_hat[worst]:.3g} (want < {r_hat_threshold}) and "
@@ -230,7 +251,7 @@ def run_mcmc(
         inference_data=to_inference_data(posterior),
         r_hat=r_hat,
         ess=ess,
-        mixed=not bad,
+        mixed=mixed,
         message=message,
         kernel_diagnostics=diagnostics,
     )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
+from .devices import to_device
+
 
 class ShuffledIndexBatches(Sampler):
     """Yields index tensors of ``batch_size`` from a permutation drawn from ``generator``.
@@ -48,7 +50,7 @@ class TensorMinibatches:
     def __iter__(self):
         device = self.tensors[0].device
         for index in self.sampler:
-            index = index.to(device)
+            index = to_device(index, device)  # drawn on the CPU; pinned and queued without a sync on a GPU
             yield tuple(t[index] for t in self.tensors)
 
 

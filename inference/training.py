@@ -18,13 +18,19 @@ generator, the binarisation generator), the metric history and the
 early-stopping state. A run killed at any point and restarted with the same
 arguments continues from the last finished epoch and ends with parameters
 equal, bit for bit, to those of an uninterrupted run.
+
+Data-parallel: under a :mod:`torch.distributed` process group (``torchrun``, or
+``ppl-models train --nproc N``) every rank runs this same loop on its piece of
+each global batch, and the gradients (and the loss) are all-reduced before the
+optimiser step, so that a global batch of B on N ranks is one process with
+batch B, up to the order of floating-point sums (:mod:`inference.data_parallel`,
+:mod:`inference.distributed`). Without a process group nothing changes.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Optional, Protocol, Sequence, runtime_checkable
@@ -33,8 +39,9 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from .devices import resolve_device
+from . import data_parallel, distributed
+from .checkpoint import rng_state, save_atomic, set_rng_state
+from .devices import resolve_device, to_device
 from .errors import CheckpointError, SpecError, TrainingDiverged
 from .minibatches import make_loader
 from .optimizers import OptimizerChoice, make_optimizer, make_schedule
@@ -58,6 +65,12 @@ class Objective(Protocol):
     An objective with parameters of its own (NVIL's baseline network) exposes
     them as an ``auxiliary`` module: :func:`with_auxiliary` joins it to the
     model's module, so that the driver optimises and checkpoints both.
+
+    An objective that alternates updates (a GAN: the discriminator, then the
+    generator) names them in a ``phases`` tuple: each batch then takes one
+    optimiser step per phase, in order, through
+    ``loss_and_grads(*batch, phase=name)``; each phase's loss per datapoint is
+    recorded as ``<phase>_loss`` and ``train_loss`` is their sum.
     """
 
     def loss_and_grads(self, *batch: torch.Tensor) -> float: ...
@@ -167,12 +180,17 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
         _check_positive_int("patience", patience)
     if clip_norm is not None and not clip_norm > 0:
         raise SpecError(f"clip_norm must be > 0 or None, got {clip_norm!r}")
-    dev = resolve_device(device)
+    dev = distributed.rank_device(resolve_device(device))
     module.to(dev)
-    train = [t.to(dev) for t in train]
-    valid = [t.to(dev) for t in valid] if valid is not None else None
+    train = [to_device(t, dev) for t in train]  # once, pinned and non-blocking when the device is a GPU
+    valid = [to_device(t, dev) for t in valid] if valid is not None else None
     n_train = train[0].shape[0]
     steps_per_epoch = math.ceil(n_train / batch_size)
+    # data-parallel under a process group (inference.data_parallel); one process: world 1, rank 0
+    world, me = distributed.world_size(), distributed.rank()
+    combination = data_parallel.check(objective, batch_size)
+    if me != 0:  # progress, logs and monitors are rank 0's; the others get its metrics
+        progress, log = False, None
 
     if callable(optimizer) and not isinstance(optimizer, str):
         opt = optimizer(module)
@@ -189,8 +207,9 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
     best = {"loss": math.inf, "epoch": None, "state": None, "bad_epochs": 0}
     start_epoch = 1
 
-    if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        ckpt = load_checkpoint(checkpoint_path, map_location=dev)
+    checkpointing = distributed.broadcast_object(checkpoint_path is not None)
+    ckpt = data_parallel.read_checkpoint(checkpoint_path, dev)
+    if ckpt is not None:
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             found = ckpt.get("format", "none") if isinstance(ckpt, dict) else type(ckpt).__name__
             raise CheckpointError(f"checkpoint {checkpoint_path} was written by an earlier ppl-models (format {found!r}, "
@@ -203,9 +222,11 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
         module.load_state_dict(ckpt["module"])
         opt.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        rng, objective_state = data_parallel.rank_state(ckpt, objective, seed, dev, checkpoint_path, log)
         if hasattr(objective, "load_state_dict"):
-            objective.load_state_dict(ckpt["objective"])
-        set_rng_state(ckpt["rng"])
+            objective.load_state_dict(objective_state)
+        if rng is not None:
+            set_rng_state(rng)
         shuffle_gen.set_state(ckpt["shuffle_gen"])
         transform_gen.set_state(ckpt["transform_gen"].to(transform_gen.get_state().device))
         result.history = ckpt["history"]
@@ -220,7 +241,8 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
             log(f"resuming from the checkpoint of epoch {ckpt['epoch']} ({checkpoint_path}): "
                 f"{left} epoch{'' if left == 1 else 's'} to go")
     else:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(distributed.rank_seed(seed, me))  # distinct per rank; rank 0's is a single process's
+        data_parallel.broadcast_module(module)
         shuffle_gen.manual_seed(seed)
         transform_gen.manual_seed(seed + 1)
 
@@ -228,60 +250,79 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
     bar = tqdm(total=steps_per_epoch * max(0, epochs - start_epoch + 1), disable=None if progress else True, unit="step",
                dynamic_ncols=True, leave=False)
     params = [p for p in module.parameters() if p.requires_grad]
+    phases = tuple(getattr(objective, "phases", None) or (None,))
     module.train()
     try:
         with pyro.validation_enabled(validate):
             for epoch in range(start_epoch, epochs + 1):
                 started = time.perf_counter()
                 total = 0.0
+                phase_totals = dict.fromkeys((p for p in phases if p is not None), 0.0)
                 for step, batch in enumerate(loader):
                     if transform is not None:
                         batch = (transform(batch[0], generator=transform_gen), *batch[1:])
-                    opt.zero_grad(set_to_none=True)
-                    loss = objective.loss_and_grads(*batch)
-                    if not math.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"training diverged: loss is {loss} at epoch {epoch}, step {step + 1}; "
-                            "lower lr or set clip_norm (the last finished epoch's checkpoint is kept)")
-                    if clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(params, clip_norm)
-                    lr_now = opt.param_groups[0]["lr"]
-                    opt.step()
+                    global_n = batch[0].shape[0]
+                    if world > 1:  # the global batch (order and transform as one process), then this rank's piece
+                        batch = tuple(distributed.shard(t) for t in batch)
+                    for phase in phases:  # (None,) unless the objective alternates updates (see Objective)
+                        opt.zero_grad(set_to_none=True)
+                        loss = (objective.loss_and_grads(*batch) if phase is None
+                                else objective.loss_and_grads(*batch, phase=phase))
+                        if world > 1:  # sum over ranks of w_r g_r, and the global loss
+                            loss = distributed.all_reduce_gradients(
+                                params, data_parallel.step_weight(combination, batch[0].shape[0], global_n), loss)
+                        if not math.isfinite(loss):
+                            during = "" if phase is None else f" ({phase} update)"
+                            raise TrainingDiverged(
+                                f"training diverged: loss is {loss} at epoch {epoch}, step {step + 1}{during}; "
+                                "lower lr or set clip_norm (the last finished epoch's checkpoint is kept)")
+                        if clip_norm is not None:
+                            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                        lr_now = opt.param_groups[0]["lr"]
+                        opt.step()
+                        total += loss
+                        if phase is not None:
+                            phase_totals[phase] += loss
                     scheduler.step()
-                    total += loss
                     bar.update()
                 if hasattr(objective, "end_epoch"):
                     objective.end_epoch()
                 _check_finite_parameters(module, epoch, lr_now)
-                metrics = {"epoch": epoch, "train_loss": total / n_train, "lr": lr_now}
-                if valid is not None:
+                metrics = {"epoch": epoch, "train_loss": total / n_train, "lr": lr_now,
+                           **{f"{p}_loss": t / n_train for p, t in phase_totals.items()}}
+                if valid is not None and me == 0:
                     module.eval()
                     metrics["valid_loss"] = evaluate_loss(objective, valid, batch_size)
                     module.train()
+                metrics["seconds"] = time.perf_counter() - started  # the epoch, before the caller's monitors
+                if on_epoch_end is not None and me == 0:
+                    on_epoch_end(metrics)
+                metrics = distributed.broadcast_object(metrics)  # rank 0's, so that every rank decides alike
+                if valid is not None:
                     if metrics["valid_loss"] < best["loss"]:
                         best.update(loss=metrics["valid_loss"], epoch=epoch, bad_epochs=0,
                                     state=copy.deepcopy(module.state_dict()) if patience else None)
                     else:
                         best["bad_epochs"] += 1
-                metrics["seconds"] = time.perf_counter() - started  # the epoch, before the caller's monitors
-                if on_epoch_end is not None:
-                    on_epoch_end(metrics)
                 result.history.append(metrics)
                 bar.set_postfix({k: round(v, 3) for k, v in metrics.items() if k.endswith("loss")}, refresh=False)
                 bar.set_description(f"epoch {epoch}/{epochs}")
-                if checkpoint_path is not None:
+                extras = data_parallel.rank_states(objective) if checkpointing else {}  # every rank's streams
+                if checkpointing and me == 0:
                     save_atomic({"format": CHECKPOINT_FORMAT, "epoch": epoch, "settings": settings,
                                  "module": module.state_dict(), "optimizer": opt.state_dict(),
                                  "scheduler": scheduler.state_dict(),
                                  "objective": objective.state_dict() if hasattr(objective, "state_dict") else None,
                                  "rng": rng_state(), "shuffle_gen": shuffle_gen.get_state(),
                                  "transform_gen": transform_gen.get_state(), "history": result.history,
-                                 "best": best}, checkpoint_path)
+                                 "best": best, **extras}, checkpoint_path)
                 if patience is not None and best["bad_epochs"] >= patience:
                     result.stopped_early = True
                     break
     finally:
         bar.close()
+    if world > 1:  # the ranks leave together, or learn here (within the timeout) that one of them did not make it
+        distributed.barrier("the end of training")
     module.eval()
     result.best_epoch = best["epoch"]
     if patience is not None and best["state"] is not None:

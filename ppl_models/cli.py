@@ -1,9 +1,10 @@
-"""``ppl-models``: list the catalogue, print a family's spec, train, evaluate, sample, query.
+"""``ppl-models``: list the catalogue, print a family's spec, train, evaluate, sample, query, check.
 
 Every failure a user can cause ends with one line on stderr (``ppl-models:
 error: ...``) and exit status 2, argument errors included; an interrupted
 training run says how to resume (run the same command again) and exits 130;
-anything else is a bug: one line saying so and asking for a report, exit 1.
+a ``check`` whose re-run is out of tolerance exits 3; anything else is a bug:
+one line saying so and asking for a report, exit 1.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import json
 import os
 import sys
 
-from . import catalogue
+from inference import distributed
+
+from . import catalogue, launch
 from .errors import PPLModelsError, SpecError
 from .specs import describe
 
@@ -76,6 +79,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="override any spec field, e.g. --set model.z_dim=2 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when "
                    "stderr is not a terminal)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes on this machine "
+                   "(gloo on CPU, NCCL on GPUs; across machines use torchrun --nproc-per-node N -m ppl_models train)")
+    p.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"), help="torch.distributed "
+                   "backend of a data-parallel run (auto: nccl on GPUs, else gloo)")
 
 
 FLAG_KEYS = {"dataset": "data.dataset", "data_path": "data.path", "epochs": "train.epochs",
@@ -93,7 +100,8 @@ def _overrides(args) -> list[str]:
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)
+    if distributed.is_main():  # one voice in a data-parallel run
+        print(message, flush=True)
 
 
 def cmd_list(args) -> None:
@@ -132,21 +140,37 @@ def cmd_spec(args) -> None:
     sys.stdout.flush()  # a closed pipe (`| head`) is met here, inside main, not at exit
 
 
-def cmd_train(args) -> None:
+def cmd_train(args):
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # the launcher: N ranks of this same command
+        return launch.run_ranks(args.nproc, args.argv)
     name, source = _model_file(args)
     spec = catalogue.make_spec(name, source, _overrides(args))
     stem = source.stem if source is not None and name is None else spec.family
     out = args.out or os.path.join("runs", stem)
+    _join_ranks(args, spec.train.device)
     metrics = catalogue.train(spec, out, progress=not args.no_progress, log=_log, source=source)
+    if metrics is None:  # a rank other than 0: rank 0 reports
+        return None
     print(catalogue.summary(metrics, out))
     print(f"samples: {os.path.join(out, 'samples.png')}   curve: {os.path.join(out, 'training_curve.png')}")
 
 
+def _join_ranks(args, device) -> None:
+    """Join the process group when started as a rank (torchrun, or --nproc's children)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if getattr(args, "nproc", 1) > 1 and world > 1 and args.nproc != world:
+        raise SpecError(f"--nproc {args.nproc} given to a run started with {world} processes (WORLD_SIZE); give one")
+    distributed.init_from_env(getattr(args, "backend", "auto"), device)
+
+
 def cmd_evaluate(args) -> None:
+    _join_ranks(args, None)
     options = {} if args.temperatures is None else {"temperatures": args.temperatures}
-    metrics = catalogue.evaluate(args.directory, num_particles=args.particles, progress=not args.no_progress,
-                                 output=args.output, seed=args.seed, log=_log, **options)
-    print(catalogue.summary(metrics, args.directory))
+    with distributed.sharing():  # under torchrun: AIS runs / importance samples split across the ranks
+        metrics = catalogue.evaluate(args.directory, num_particles=args.particles, progress=not args.no_progress,
+                                     output=args.output, seed=args.seed, log=_log, **options)
+    if distributed.is_main():
+        print(catalogue.summary(metrics, args.directory))
 
 
 def cmd_sample(args) -> None:
@@ -177,6 +201,48 @@ def cmd_query(args) -> None:
     sys.stdout.flush()
 
 
+#: exit status of `ppl-models check` when a check is out of tolerance (2 is bad input, 1 a bug)
+CHECK_FAILED = 3
+
+
+def cmd_check(args) -> int:
+    from .catalogue.check import check, measure_reduced
+    from .catalogue.references import records_of
+
+    if args.measure:  # the reduced fields of each record, measured again, to paste into its YAML
+        if args.full:
+            raise SpecError("--measure measures the reduced protocol; it takes no --full")
+        for record in records_of(args.model, args.record):
+            if record.reduced is None:
+                print(f"# {record.name}: no reduced protocol ({record.reduced_not_by_check})")
+                continue
+            fields = measure_reduced(record)
+            print(f"# {record.name}\n" + "\n".join(f"{k}: {json.dumps(v)}" for k, v in fields.items()), flush=True)
+        return 0
+    verdicts = check(args.model, record=args.record, full=args.full, log=_log)
+    failed = [v.record.name for v in verdicts if v.ok is False]
+    skipped = sum(v.ok is None for v in verdicts)
+    print(f"{len(verdicts) - len(failed) - skipped} of {len(verdicts)} {'full' if args.full else 'reduced'} checks ok"
+          + (f", {skipped} not re-run" if skipped else "")
+          + (f"; out of tolerance: {', '.join(failed)}" if failed else ""), flush=True)
+    return CHECK_FAILED if failed else 0
+
+
+def _add_check_parser(sub) -> None:
+    c = sub.add_parser("check", help="re-run a family's reference answers (its README figures, kept in "
+                       "ppl_models/references) at reduced size, or --full, and say how far today's code is from them")
+    c.add_argument("model", help="family name (see `ppl-models list`)")
+    size = c.add_mutually_exclusive_group()
+    size.add_argument("--reduced", action="store_true", help="the reduced protocol of each record, against its own "
+                      "measured value and tolerance (the default)")
+    size.add_argument("--full", action="store_true", help="the figure's own protocol, against the README value "
+                      "(fails beyond 3 standard errors; minutes to hours)")
+    c.add_argument("--record", default=None, help="only this record (default: every record of the family)")
+    c.add_argument("--measure", action="store_true", help="measure the reduced protocol again with training seeds "
+                   "0, 1, 2 and print the record's reduced value and tolerance (after an intended change)")
+    c.set_defaults(func=cmd_check)
+
+
 def _add_query_parser(sub) -> None:
     q = sub.add_parser("query", help="ask a trained model a question: sample, log_prob, posterior, complete or "
                        "classify; JSON with each answer's estimator and uncertainty")
@@ -194,7 +260,8 @@ def _add_query_parser(sub) -> None:
                    "per input; complete: completions per input; classify: forward samples")
     q.add_argument("--particles", type=positive_int, default=None, help="importance samples per input (directed "
                    "log_prob, posterior, complete) or AIS runs (energy log_prob)")
-    q.add_argument("--estimator", default=None, help="log_prob: auto|exact|importance (directed), auto|exact|ais "
+    q.add_argument("--estimator", default=None, help="log_prob: auto|exact|importance (directed; vae and iwae "
+                   "also latent_ais), auto|exact|ais "
                    "(energy); posterior: auto|exact|guide|importance_resampling (directed)")
     q.add_argument("--mask", default=None, help="complete: the OBSERVED pixels: top, bottom, left, right (that half), "
                    "random:F (a fraction F, --mask-seed), or a .npy / .png file (nonzero = observed); default top")
@@ -207,7 +274,8 @@ def _add_query_parser(sub) -> None:
                    "for R-hat and ESS (default 100)")
     q.add_argument("--thin", type=positive_int, default=None, help="energy: Gibbs sweeps between kept draws (default 1)")
     q.add_argument("--temperatures", type=positive_int, default=None, help="energy log_prob: AIS temperatures (runs "
-                   "AIS again; default: the run's stored estimate)")
+                   "AIS again; default: the run's stored estimate); vae log_prob --estimator latent_ais: its "
+                   "temperatures (default 500)")
     q.add_argument("--seed", type=seed, default=0, help="seed of every draw (default 0)")
     q.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default train.device)")
     q.add_argument("-o", "--output", default=None, help="write the JSON answer to this file instead of stdout")
@@ -254,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--no-progress", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_sample)
     _add_query_parser(sub)
+    _add_check_parser(sub)
     return p
 
 
@@ -262,14 +331,17 @@ def main(argv=None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad argument (2, its one line already printed)
         return e.code
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc's ranks are started with
     try:
-        args.func(args)
+        code = args.func(args)
     except PPLModelsError as e:
-        print(f"ppl-models: error: {e}", file=sys.stderr)
+        if distributed.should_report(e):  # in a data-parallel run, one line for what every rank meets
+            print(f"ppl-models: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ppl-models: interrupted; run the same command again to resume from the last finished epoch",
-              file=sys.stderr)
+        if distributed.is_main():
+            print("ppl-models: interrupted; run the same command again to resume from the last finished epoch",
+                  file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away (`ppl-models spec sbn | head`): nothing to report
         with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -284,7 +356,7 @@ def main(argv=None) -> int:
         print(f"ppl-models: internal error ({type(e).__name__}: {message}); this is a bug, please report it with "
               "the command that caused it", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

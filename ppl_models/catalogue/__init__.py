@@ -17,12 +17,13 @@ from typing import Optional
 
 import torch
 
+from inference import distributed
 from inference.devices import resolve_device
 from inference.fileio import write_json_atomic
 
 from ..errors import SpecError
 from ..specs import apply_overrides, describe, from_dict, to_dict
-from . import model_files
+from . import data_parallel_runs, model_files
 from .answers import QUERY_KINDS, Answer
 from .family import Family, count
 from .registry import FAMILIES
@@ -32,6 +33,10 @@ from .run_directory import PER_IMAGE_KEY, SAMPLES, RunDirectory, TrainedModel, c
 
 __all__ = ["FAMILIES", "QUERY_KINDS", "Answer", "Family", "TrainedModel", "build", "default_spec", "evaluate",
            "family", "load", "make_spec", "model_files", "query", "sample", "spec_keys", "summary", "train"]
+
+
+#: where a spec read from a model file remembers it (not a spec field: the file is not part of the model)
+SOURCE_ATTRIBUTE = "_model_file"
 
 
 def family(name: str) -> Family:
@@ -71,8 +76,10 @@ def make_spec(name: Optional[str] = None, spec=None, overrides: tuple = ()):
     if name not in FAMILIES and where != "spec":
         raise SpecError(f"{where}: unknown model {name!r}; the catalogue has: {', '.join(FAMILIES)}")
     cls = family(name).spec_class
-    spec = apply_overrides(cls, {**spec, "family": name}, list(overrides))
-    return from_dict(cls, spec)
+    spec = from_dict(cls, apply_overrides(cls, {**spec, "family": name}, list(overrides)))
+    if isinstance(source, model_files.ModelFile):  # train keeps this file in the run directory
+        object.__setattr__(spec, SOURCE_ATTRIBUTE, source)
+    return spec
 
 
 def build(spec) -> torch.nn.Module:
@@ -101,13 +108,18 @@ def train(spec, out_dir: str, progress: bool = True, log=print,
     """Train ``spec`` into ``out_dir`` (resuming a killed run), evaluate, plot; return the metrics.
 
     ``source``, the model file the spec was read from, is kept in the run directory byte for byte
-    (``model.yaml``, or ``model.json`` for a JSON file) beside the full ``spec.json``.
+    (``model.yaml``, or ``model.json`` for a JSON file) beside the full ``spec.json``; a spec that
+    :func:`make_spec` read from a model file remembers it, so ``source`` is needed only to name another.
 
     A directory that already holds this model, trained for ``train.epochs`` and evaluated, is left
     as it is (raise the epochs to train on; ``evaluate`` scores it again). While training, the run
     directory is locked: a second process writing to it is refused with the holder's PID.
     """
     fam = family(spec.family)
+    distributed.check_batch_size(getattr(spec.train, "batch_size", 1))  # every rank, before anything is written
+    if not distributed.is_main():  # a data-parallel run: rank 0 owns the directory, this rank trains beside it
+        return data_parallel_runs.follow(fam, spec)
+    source = source if source is not None else getattr(spec, SOURCE_ATTRIBUTE, None)
     run = RunDirectory(out_dir)
     run.check_writable_target()
     data = fam.load_data(spec)
@@ -123,11 +135,14 @@ def train(spec, out_dir: str, progress: bool = True, log=print,
         if finished is not None:
             log(f"{out_dir} already holds this model, trained for {count(spec.train.epochs, 'epoch')} and evaluated; "
                 f"nothing to do (raise --epochs to train on, or run `ppl-models evaluate {out_dir}` to score it again)")
+            data_parallel_runs.tell(data_parallel_runs.FINISHED)
             return finished
+        data_parallel_runs.tell(data_parallel_runs.TRAIN)  # nothing without a process group
         torch.manual_seed(spec.train.seed)  # the initial weights are part of what the seed fixes
         fam.train(spec, run, data, progress, log)
-        metrics = _evaluate_locked(run, data=data, progress=progress, log=log)
-        sample(out_dir, 64, run.path(SAMPLES), seed=spec.train.seed, progress=progress)
+        with distributed.solo():  # evaluation and samples: rank 0 alone (the others have finished)
+            metrics = _evaluate_locked(run, data=data, progress=progress, log=log)
+            sample(out_dir, 64, run.path(SAMPLES), seed=spec.train.seed, progress=progress)
     return metrics
 
 
@@ -137,6 +152,8 @@ def evaluate(directory: str, num_particles: Optional[int] = None, progress: bool
     ``temperatures`` for energy families). Written to ``output`` (JSON) when given, else into the run's
     metrics.json when the directory is writable; a read-only run is scored all the same."""
     run = RunDirectory(directory)
+    if not distributed.is_main():  # a rank of a distributed evaluation: its share of the runs; rank 0 writes
+        return _evaluate_locked(run, num_particles, progress, data, None, seed, None, save=False, **options)
     if output is not None:
         check_output_file(output, (".json",))
         return _evaluate_locked(run, num_particles, progress, data, output, seed, log, **options)

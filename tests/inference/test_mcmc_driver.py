@@ -119,6 +119,17 @@ def test_unmixed_chains_are_reported_clearly():
     assert "\n" not in result.message
 
 
+@pytest.mark.parametrize("draws", [1, 2, 3])
+def test_too_few_draws_are_not_diagnosed_rather_than_crashing(draws):
+    # split R-hat halves each chain: below 4 draws Pyro asserts; the driver says it could not diagnose
+    kernel = AR1Kernel(4, 0.5, torch.tensor([0.0, 0.0, 3.0, 3.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ChainsNotMixedWarning)
+        result = run_mcmc(kernel, num_samples=draws, disable_progbar=True)
+    assert result.mixed is None and result.message.startswith("not diagnosed: ")
+    assert math.isnan(result.r_hat["x"]) and math.isnan(result.ess["x"])
+
+
 def test_block_gibbs_summaries_free_energy_and_unit_means():
     rbm = RBM(4, 3, weight_scale=1.0)
     mask = torch.tensor([True, False, False, False])
