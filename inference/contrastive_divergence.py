@@ -20,6 +20,30 @@ five matrix products for k = 1, like scikit-learn's ``BernoulliRBM``, and the
 positive and negative statistics share one GEMM (rows weighted +1/n and -1/m),
 so each parameter's gradient is written once.
 
+The data statistics are pluggable (``data_statistics``): a map from a batch of
+data to the states of the visible block at which the positive statistic is
+taken. The default, the identity, is an RBM's. A deep Boltzmann machine, whose
+visible block also holds hidden layers, passes its mean-field posterior means
+(Salakhutdinov & Hinton 2009): the positive phase is then the gradient of the
+variational bound, the negative phase the same persistent chains; a model
+trained with tied copies of a layer passes the data tiled.
+
+Data-parallel (:mod:`inference.data_parallel`, ``N`` ranks): each rank keeps
+its own ``num_chains / N`` persistent chains (``num_chains`` is the global
+number, the sum over ranks; by default each rank has as many chains as its
+piece of the batch, so ``B`` in all) and computes the statistics of its piece
+of the batch, :math:`g_r = \overline{s}(\text{data}_r) - \overline{s}(\text{chains}_r)`
+with :math:`s = \partial F / \partial \theta` averaged over its ``n_r`` data and
+its ``m_r`` chains. The driver combines them as :math:`\sum_r (n_r / B)\, g_r`
+(``gradient_combination = "mean"``): the positive statistic is then exactly the
+mean over the global batch, and the negative one the mean over all chains
+whenever the pieces are equal (every full batch; in a last, partial batch split
+unevenly the ranks' chain means are weighted by their data share, still an
+unbiased estimate of the model expectation). A sparsity target uses each rank's
+running average of its own pieces' hidden activations. Resumed with another
+number of processes, the chains of all ranks are pooled and dealt out again
+(:meth:`reshard_state`).
+
 The loss the driver records is the surrogate whose gradient this is,
 :math:`\sum_{v \in \text{batch}} F(v) - n\, \overline{F}(\text{chains})`, from
 the hidden inputs already computed (no extra matrix product); ``loss`` on
@@ -38,11 +62,12 @@ References
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .block_gibbs import BlockGibbs, bernoulli_draw, check_k
 from .errors import SpecError
 
@@ -68,6 +93,12 @@ class ContrastiveDivergence:
     :param bool compute_loss: compute the surrogate loss each update (about 5% of a 784x500 update);
         False reports 0.0 instead, for timing against trainers that compute none (divergence is then
         caught by the driver's end-of-epoch check of the parameters).
+    :param data_statistics: ``f(batch) -> visible-block states`` of the positive phase (default: the batch
+        itself); e.g. a batch of images -> ``[v, mean-field means of the even hidden layers]`` for a DBM.
+    :param kernel_class: the Gibbs kernel of the negative phase, called as ``kernel_class(model,
+        num_chains=..., k=...)``: :class:`BlockGibbs` (default), or
+        :class:`~inference.single_site_gibbs.SingleSiteGibbs` for a fully visible BM (an energy whose
+        hidden block is empty, so the statistics below reduce to those of the visible units).
 
     Example::
 
@@ -78,8 +109,11 @@ class ContrastiveDivergence:
 
     def __init__(self, model, k: int = 1, persistent: bool = True, num_chains: Optional[int] = None,
                  sparsity_target: Optional[float] = None, sparsity_cost: float = 0.1, sparsity_decay: float = 0.9,
-                 compute_loss: bool = True):
+                 compute_loss: bool = True, kernel_class=BlockGibbs,
+                 data_statistics: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.model = model
+        self.data_statistics = data_statistics
+        self.kernel_class = kernel_class
         self.k = check_k(k)
         self.persistent = bool(persistent)
         if num_chains is not None and (isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1):
@@ -98,17 +132,31 @@ class ContrastiveDivergence:
         if sparsity_target is not None and self._hidden_bias is None:
             raise SpecError(f"{type(model).__name__} declares no hidden_bias parameter for the sparsity target")
 
+    #: how the data-parallel driver combines the ranks' gradients (means over each rank's batch piece)
+    gradient_combination = "mean"
+
+    def _chains_per_rank(self) -> Optional[int]:
+        world = distributed.world_size()
+        if self.num_chains is None or world == 1:
+            return self.num_chains
+        if self.num_chains % world:
+            raise SpecError(f"num_chains {self.num_chains} is not divisible by the world size {world} (processes): "
+                            f"each process keeps num_chains / {world} persistent chains")
+        return self.num_chains // world
+
     def _kernel(self, batch_size: int) -> BlockGibbs:
         if self.kernel is None:
             self.model.validate_parameters()
             self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            self.kernel = BlockGibbs(self.model, num_chains=self.num_chains or batch_size, k=self.k)
+            self.kernel = self.kernel_class(self.model, num_chains=self._chains_per_rank() or batch_size, k=self.k)
         return self.kernel
 
     @torch.no_grad()
     def loss_and_grads(self, v_pos: torch.Tensor) -> float:
         model = self.model
         kernel = self._kernel(v_pos.shape[0])
+        if self.data_statistics is not None:
+            v_pos = self.data_statistics(v_pos)
         logits_pos = model.hidden_logits(v_pos)
         h_pos = torch.sigmoid(logits_pos)
         chains = kernel.initial_params if self.persistent else {"v": v_pos, "h": bernoulli_draw(h_pos)}
@@ -133,12 +181,34 @@ class ContrastiveDivergence:
     def loss(self, v: torch.Tensor) -> float:
         """:math:`\\sum F(v) - n \\overline F(\\text{last negative sample})` (0 for that term before any update)."""
         reference = 0.0 if self._negative_free_energy is None else self._negative_free_energy
+        if self.data_statistics is not None:
+            v = self.data_statistics(v)
         return float(self.model.free_energy(v).sum() - v.shape[0] * reference)
 
     def state_dict(self) -> dict:
         chains = self.kernel.initial_params if (self.persistent and self.kernel is not None) else None
         return {"chains": chains, "running_activation": self.running_activation,
                 "negative_free_energy": self._negative_free_energy}
+
+    @staticmethod
+    def reshard_state(states: list, world: int, rank: int) -> dict:
+        """Rank ``rank``'s state of ``world`` from the states of the ranks that wrote a checkpoint: the
+        persistent chains pooled and split into ``world`` contiguous pieces (as equal as can be), the
+        running averages averaged."""
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return None if not values else sum(values) / len(values)
+
+        chains = [s["chains"] for s in states if s["chains"] is not None]
+        mine = None
+        if chains:
+            pooled = {key: torch.cat([c[key] for c in chains]) for key in chains[0]}
+            if next(iter(pooled.values())).shape[0] < world:
+                raise SpecError(f"the checkpoint holds {next(iter(pooled.values())).shape[0]} persistent chains in all, "
+                                f"fewer than the {world} processes of this run")
+            mine = {key: distributed.shard(value, world, rank) for key, value in pooled.items()}
+        return {"chains": mine, "running_activation": mean([s["running_activation"] for s in states]),
+                "negative_free_energy": mean([s["negative_free_energy"] for s in states])}
 
     def load_state_dict(self, state: dict) -> None:
         if state["chains"] is not None:

@@ -22,7 +22,7 @@ import torch
 
 from .errors import SpecError
 
-__all__ = ["MAX_ENUMERATED_UNITS", "binary_states", "log_partition", "log_prob"]
+__all__ = ["MAX_ENUMERATED_UNITS", "binary_states", "log_partition", "log_prob", "log_prob_observed"]
 
 #: the largest layer this module enumerates (2^20 states)
 MAX_ENUMERATED_UNITS = 20
@@ -91,3 +91,38 @@ def log_prob(model, v: torch.Tensor, log_z: torch.Tensor | None = None) -> torch
     if log_z is None:
         log_z = log_partition(model)
     return -model.free_energy(v).double() - log_z
+
+
+@torch.no_grad()
+def log_prob_observed(model, x: torch.Tensor, log_z: torch.Tensor | None = None, chunk_size: int = 2**12) -> torch.Tensor:
+    r"""Exact :math:`\log p(x)` of the *observed* part of the visible block (a DBM's data layer, whose
+    visible block also holds the even hidden layers), enumerating the hidden block (a DBM's odd layers):
+
+    .. math::
+
+        \log p(x) = \log \sum_{h} e^{-F_x(h)} - \log Z, \qquad
+        F_x(h) = -\log \sum_{\text{rest of the visible block}} e^{-E(x, \cdot, h)},
+
+    :math:`F_x` the model's ``observed_free_energy(h, x)`` (the unobserved visible units summed out in closed
+    form; for hidden states ``h`` (S, H) and rows ``x`` (N, D) it returns (N, S)). For a two-hidden-layer DBM only :math:`h^1` is enumerated: :math:`v` is fixed and :math:`h^2` summed.
+
+    :param x: ``(N, D)`` rows of the observed units.
+    :param torch.Tensor log_z: a precomputed :func:`log_partition` (computed if None).
+    """
+    model.validate_parameters()
+    n = model.num_hidden
+    if n > MAX_ENUMERATED_UNITS:
+        raise SpecError(f"exact log p(x) enumerates the hidden block: it needs at most {MAX_ENUMERATED_UNITS} units, "
+                        f"got {n}; use AIS and the variational bound instead")
+    if x.dim() != 2:
+        raise SpecError(f"x must be (N, D) rows of observed units, got shape {tuple(x.shape)}")
+    like = next(iter(model.parameters()))
+    x = x.to(like)
+    total = torch.full((x.shape[0],), float("-inf"), dtype=torch.float64, device=like.device)
+    for start in range(0, 2**n, chunk_size):
+        states = binary_states(n, start, min(start + chunk_size, 2**n), like=like)
+        chunk = -model.observed_free_energy(states, x).double()  # (N, states)
+        total = torch.logaddexp(total, torch.logsumexp(chunk, 1))
+    if log_z is None:
+        log_z = log_partition(model)
+    return total - log_z

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .errors import SpecError
 from .rbm import bernoulli_draw
 
-__all__ = ["BaseRateAnnealingPath"]
+__all__ = ["BaseRateAnnealingPath", "VisibleLogitsAnnealingPath"]
 
 
 class BaseRateAnnealingPath:
@@ -54,7 +54,7 @@ class BaseRateAnnealingPath:
             raise SpecError(f"the AIS base must be a finite tensor of shape ({model.num_visible},), "
                             f"got shape {tuple(base.shape)}")
         self.model = model
-        self.base = base = base.detach().to(model.weight)
+        self.base = base = base.detach().to(next(model.parameters()))
         self.gaussian = model.visible_type == "gaussian"
         H = model.num_hidden
         if self.gaussian:
@@ -63,9 +63,12 @@ class BaseRateAnnealingPath:
                                     + H * math.log(2))
         else:
             self.log_z_base = float(F.softplus(base).sum() + H * math.log(2))
-            # fixed per path: the bias mix b_A + beta (b - b_A) is then one vector op per temperature
-            self._bias_gap = model.visible_bias.detach() - base
-            self._weight_t = model.weight.detach().t()
+            self._prepare_binary()
+
+    def _prepare_binary(self) -> None:
+        # fixed per path: the bias mix b_A + beta (b - b_A) is then one vector op per temperature
+        self._bias_gap = self.model.visible_bias.detach() - self.base
+        self._weight_t = self.model.weight.detach().t()
 
     def base_log_density(self, v: torch.Tensor) -> torch.Tensor:
         r""":math:`\log p_A^*(v)`, the base model's unnormalised log density."""
@@ -95,6 +98,28 @@ class BaseRateAnnealingPath:
         if self.gaussian:
             mean = (1 - beta) * self.base + beta * self.model.visible_mean(h)
             return mean + self.s * torch.randn_like(mean)
+        return bernoulli_draw(torch.sigmoid(self._mixed_visible_logits(beta, h)))
+
+    def _mixed_visible_logits(self, beta: float, h: torch.Tensor) -> torch.Tensor:
         # (1 - beta) b_A + beta (b + W h), with the bias mix done on a vector and beta folded into the GEMM
         mixed_bias = torch.add(self.base, self._bias_gap, alpha=beta)
-        return bernoulli_draw(torch.sigmoid(torch.addmm(mixed_bias, h, self._weight_t, alpha=beta)))
+        return torch.addmm(mixed_bias, h, self._weight_t, alpha=beta)
+
+
+class VisibleLogitsAnnealingPath(BaseRateAnnealingPath):
+    r"""The same base-rate path for any binary two-block energy with ``visible_logits(h)`` (a deep Boltzmann
+    machine's even block given its odd one; an RBM with tied copies of a layer): the transition draws the
+    visible block from :math:`\sigma\big((1-\beta) b_A + \beta\, \text{visible\_logits}(h)\big)`, and the
+    hidden block is summed out analytically in the weights as for an RBM.
+    """
+
+    def __init__(self, model, base: torch.Tensor):
+        if model.visible_type != "bernoulli":
+            raise SpecError(f"VisibleLogitsAnnealingPath needs binary visible units, the model's are {model.visible_type}")
+        super().__init__(model, base)
+
+    def _prepare_binary(self) -> None:
+        pass  # nothing to precompute: the model's visible_logits does the products
+
+    def _mixed_visible_logits(self, beta: float, h: torch.Tensor) -> torch.Tensor:
+        return torch.lerp(self.base, self.model.visible_logits(h), beta)

@@ -83,6 +83,13 @@ class EnergyFamily(EnergyQueries, Family):
                 base = module.base_rate(module.to_visible(x_pixels))
                 module.visible_bias.copy_(base.clamp(-8, 8) if module.visible_type == "bernoulli" else base)
 
+    def make_objective(self, spec, module) -> ContrastiveDivergence:
+        """CD-k / PCD-k of ``spec.objective``, its negative phase drawn by block Gibbs (a family whose
+        model needs another kernel passes its ``kernel_class``)."""
+        o = spec.objective
+        return ContrastiveDivergence(module, k=o.k, persistent=o.name == "pcd", num_chains=o.num_chains,
+                                     sparsity_target=o.sparsity_target, sparsity_cost=o.sparsity_cost)
+
     def train(self, spec, run, data, progress, log) -> dict:
         o, t = spec.objective, spec.train
         device = resolve_device(t.device)
@@ -95,8 +102,7 @@ class EnergyFamily(EnergyQueries, Family):
         log(f"training {spec.family} {module.num_visible}x{module.num_hidden} by {o.name.upper()}-{o.k} on "
             f"{spec.data.dataset} ({x.shape[0]} images, {'no' if valid is None else valid.shape[0]} validation) "
             f"for {count(t.epochs, 'epoch')} -> {run.directory}")
-        cd = ContrastiveDivergence(module, k=o.k, persistent=o.name == "pcd", num_chains=o.num_chains,
-                                   sparsity_target=o.sparsity_target, sparsity_cost=o.sparsity_cost)
+        cd = self.make_objective(spec, module)
         couplings = [name for name, role in module.parameter_roles.items() if role == "coupling"]
         result = fit(cd, (x,), module=module, **t.fit_options(), decay=couplings,
                      valid=(valid,) if valid is not None else None, transform=transform,

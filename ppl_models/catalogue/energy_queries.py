@@ -37,10 +37,20 @@ def _diagnostics(r_hat: dict, ess: dict, threshold: float = 1.05, min_ess: float
             "rule": f"mixed when every R-hat < {threshold} and every ESS >= {min_ess:g}"}
 
 
+def _every(thin: int) -> str:
+    """How far apart the kept draws are, for a picture's title."""
+    return "every sweep" if thin == 1 else f"every {thin} sweeps"
+
+
 class EnergyQueries:
     """The ``query_<kind>`` methods of :class:`~ppl_models.catalogue.energy.EnergyFamily`."""
 
     queries = ("sample", "log_prob", "posterior", "complete")
+
+    def _chains(self, module, *args, **kwargs):
+        """Gibbs chains of ``module`` through the MCMC driver (:func:`inference.queries.gibbs_chains`, block
+        Gibbs); a family whose model needs another kernel overrides this, with the same arguments and result."""
+        return gibbs_chains(module, *args, **kwargs)
 
     def _chain_settings(self, trained, sweeps, draws, thin) -> tuple:
         """(warm-up steps, draws, sweeps per step): the warm-up is at least ``sweeps`` sweeps, in whole steps."""
@@ -54,7 +64,7 @@ class EnergyQueries:
         n = positive("num_samples", num_samples)
         warmup, draws, thin = self._chain_settings(trained, sweeps, draws, thin)
         module = trained.module
-        g = gibbs_chains(module, n, warmup, draws, thin)
+        g = self._chains(module, n, warmup, draws, thin)
         images = module.to_pixels(g.v_mean).clamp(0, 1)
         result = g.result
         numbers = {"estimator": "block Gibbs through pyro.infer.MCMC (inference.mcmc_driver.run_mcmc): one chain per "
@@ -67,7 +77,8 @@ class EnergyQueries:
         return Answer("sample", numbers, {"images": images, "v": g.v}, result.inference_data,
                       lambda path: save_gibbs_grid(images, image_shape, path,
                                                    title=f"{self.name}: {n} Gibbs chains, E[v|h] after "
-                                                         f"{warmup * thin} sweeps and {draws} draws"))
+                                                         f"{warmup * thin} sweeps and {draws} draws "
+                                                         f"{_every(thin)}"))
 
     # -- log_prob -------------------------------------------------------------------------
     def _enumerable(self, module) -> bool:
@@ -150,7 +161,7 @@ class EnergyQueries:
         observed = observed.to(x.device)
         values = module.to_visible(x).repeat_interleave(s, 0)
         clamp = observed if observed.dim() == 1 else observed.repeat_interleave(s, 0)
-        g = gibbs_chains(module, n * s, warmup, draws, thin, clamp_mask=clamp, clamp_values=values, diagnose=False)
+        g = self._chains(module, n * s, warmup, draws, thin, clamp_mask=clamp, clamp_values=values, diagnose=False)
         completions = module.to_pixels(g.v).reshape(n, s, -1)
         means = module.to_pixels(g.v_mean).reshape(n, s, -1)
         v = g.result.samples["v"]  # (n * s, draws, V): the chains of one image are s consecutive ones
@@ -180,5 +191,5 @@ class EnergyQueries:
                       data, lambda path: save_completion_figure(
                           x.cpu(), observed.cpu(), means.cpu(), image_shape, path,
                           title=f"{self.name}: completion by clamped Gibbs ({warmup * thin} sweeps + {draws} "
-                                f"draws), {mask_text}"))
+                                f"draws {_every(thin)}), {mask_text}"))
 

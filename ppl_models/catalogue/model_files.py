@@ -42,6 +42,7 @@ EXTENSIONS = YAML_EXTENSIONS + (".json",)
 SECTION_DOCS = {
     "model": "the architecture",
     "objective": "the training objective and its options",
+    "pretrain": "greedy layer-wise pretraining before joint training (deep energy models)",
     "data": "the data set, its binarisation and split",
     "train": "optimiser, learning-rate schedule, stopping, seed, device and evaluation settings",
 }
