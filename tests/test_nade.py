@@ -183,3 +183,32 @@ def test_bad_input_is_a_one_line_error():
         module.log_prob(torch.full((3, 4), 0.5))
     with pyro.validation_enabled(True), pytest.raises(DataError):
         poutine.trace(module.model).get_trace(torch.full((3, 4), 0.5))
+
+
+@pytest.mark.parametrize("name", ["nade", "fvsbn"])
+def test_completion_after_a_prefix_is_the_exact_conditional(name, tmp_path):
+    overrides = ["data.dataset=digits", "train.epochs=1"] + (["model.hidden=4"] if name == "nade" else [])
+    catalogue.train(catalogue.make_spec(name, overrides=overrides), str(tmp_path / name), progress=False,
+                    log=lambda line: None)
+    trained = catalogue.load(str(tmp_path / name))
+    torch.manual_seed(2)
+    randomised(trained.module, scale=1.0)  # strong dependence of the last pixels on the prefix
+    x = trained.family.load_data(trained.spec).test.x[:1]
+    d, missing = x.shape[1], 4
+    mask = torch.arange(d) < d - missing  # the first 60 of 64 pixels observed
+    answer = trained.family.query(trained, "complete", x, seed=0, mask=mask, num_samples=20000)
+    completions = answer.tensors["completions"][0]
+    assert torch.equal(completions[:, :d - missing], x.expand(20000, -1)[:, :d - missing])
+    # p(x_missing | prefix) by enumerating the 16 completions with the exact log p(x)
+    tails = all_binary(missing)
+    full = torch.cat([x[:, :d - missing].expand(len(tails), -1), tails], 1)
+    with torch.no_grad():
+        log_joint = trained.module.log_prob(full).double()
+    prefix = torch.logsumexp(log_joint, 0).item()
+    assert answer.numbers["inputs"][0]["log_prob_observed"]["value"] == pytest.approx(prefix, abs=1e-4)
+    assert chi_square_p(completions[:, d - missing:], log_joint) > 1e-3
+    # the same test sees a sampler that ignores the prefix: the tail drawn from the model's own marginals
+    unconditional, _ = trained.module.sample(20000)
+    assert chi_square_p(unconditional[:, d - missing:], log_joint) < 1e-6
+    with pytest.raises(SpecError, match="not a prefix"):
+        trained.family.query(trained, "complete", x, mask="bottom")

@@ -4,7 +4,9 @@
 - ``log_prob``: exact where the family's estimator is (a mixture, an autoregressive model) or the latents
   have at most :attr:`DirectedQueries.exact_bits` bits (:mod:`inference.directed_enumeration`), else
   importance sampling with the guide (:func:`inference.log_likelihood.log_likelihood_with_stderr`), a
-  stochastic lower bound.
+  stochastic lower bound; for a family with a standard-normal latent and a decoder (:meth:`DirectedQueries.
+  latent_decoder`: the VAE), ``--estimator latent_ais`` anneals over the latent with HMC instead
+  (:mod:`inference.latent_ais`, Wu et al. 2017), with no guide involved.
 - ``posterior``: exact by enumeration for small binary latents, else draws of the guide, or importance
   resampling of the guide's draws (:mod:`inference.importance_resampling`), which targets the exact posterior.
 - ``complete``: importance resampling of the latents given the observed pixels, then the missing pixels
@@ -21,25 +23,32 @@ import torch
 
 from inference.directed_enumeration import enumerable_bits, exact_log_marginal, posterior_table
 from inference.importance_resampling import importance_resample
+from inference.latent_ais import latent_ais
 from inference.log_likelihood import log_likelihood_with_stderr
 from inference.queries import ancestral_samples, latent_sites, posterior_latents
 
 from ..errors import SpecError
-from .answers import Answer, draw_summary, draws_to_inference_data, estimate
+from .answers import Answer, draw_summary, draws_to_inference_data, estimate, plain
 from .plots import save_completion_figure, save_image_grid
 from .query_io import choice, make_mask, positive
 
 IMPORTANCE = ("importance sampling with the guide q(z | x) as proposal: log of the mean of k weights "
               "p(x, z) / q(z | x) (the IWAE bound L_k)")
 LOWER_BOUND = "a stochastic lower bound: E[estimate] <= log p(x) (Jensen), tightening as k grows"
+LATENT_AIS = ("annealed importance sampling over the latent z (Wu et al. 2017): from p(z) = N(0, I) to "
+              "p(z) p(x | z) along p(z) p(x | z)^beta, HMC transitions with adapted step sizes, log of the mean "
+              "of the runs' weights; no guide involved")
+#: latent AIS defaults: runs per image, temperatures and leapfrog steps per HMC transition
+LATENT_AIS_RUNS, LATENT_AIS_TEMPERATURES, LATENT_AIS_LEAPFROG = 16, 500, 10
 SIR = ("sampling importance resampling: k particles z ~ q(z | x~) from the guide, weighted by "
        "p(z) p(x_observed | z) / q(z | x~) and resampled; missing pixels drawn from p(x_missing | z). "
        "Consistent for p(x_missing | x_observed) as k grows; the ESS says how many particles counted")
 
 
 def _per_input(names, values: dict) -> list:
-    """``[{"input": name, key: value[i], ...}]`` for per-input tensors."""
-    return [{"input": name, **{k: v[i] for k, v in values.items()}} for i, name in enumerate(names)]
+    """``[{"input": name, key: value[i], ...}]`` for per-input tensors, as plain numbers and lists (what the JSON
+    holds; a 0-dim tensor in ``numbers`` would surprise a Python user)."""
+    return [{"input": name, **{k: plain(v[i]) for k, v in values.items()}} for i, name in enumerate(names)]
 
 
 def _mean_over_draws(v: torch.Tensor) -> dict:
@@ -74,6 +83,11 @@ class DirectedQueries:
         return ("nats per binary image" if self.needs_binary_data(spec)
                 else "nats per image, a density of grey levels (it can be positive)")
 
+    def latent_decoder(self, module):
+        """``(z_dim, log_likelihood_of)`` for a model with one latent ``z ~ N(0, I)`` and a decoder ``p(x | z)``,
+        where ``log_likelihood_of(x)`` is the callable ``z (R, N, z_dim) -> log p(x_n | z) (R, N)``; None for a
+        model of another shape (then ``--estimator latent_ais`` is refused)."""
+
     def _exact_bits(self, module, x):
         """The latent bits when exact enumeration applies and is small enough, else None."""
         bits = enumerable_bits(module.model, module.guide, x)
@@ -99,8 +113,15 @@ class DirectedQueries:
                                                    title=f"{self.name}: {n} ancestral samples ({what})"))
 
     # -- log_prob -------------------------------------------------------------------------
-    def query_log_prob(self, trained, inputs, num_particles: int = None, estimator: str = "auto") -> Answer:
-        choice("estimator", estimator, ("auto", "exact", "importance"))
+    def query_log_prob(self, trained, inputs, num_particles: int = None, estimator: str = "auto",
+                       temperatures: int = None) -> Answer:
+        choice("estimator", estimator, ("auto", "exact", "importance", "latent_ais"))
+        temperatures = positive("temperatures", temperatures, allow_none=True)
+        if estimator == "latent_ais":
+            return self._latent_ais_log_prob(trained, inputs, positive("num_particles", num_particles, allow_none=True),
+                                             temperatures)
+        if temperatures is not None:
+            raise SpecError("temperatures (--temperatures) is an option of --estimator latent_ais only")
         k = positive("num_particles", num_particles, allow_none=True) or trained.spec.train.eval_particles
         module, x = trained.module, inputs.x
         own_exact = self.estimator.startswith("exact")
@@ -124,6 +145,26 @@ class DirectedQueries:
                        "settings": {"num_particles": k}}
         numbers.update(units=self.log_prob_units(trained.spec), mean=float(ll.mean()),
                        inputs=_per_input(inputs.names, {"log_prob": ll.double(), "stderr": se.double()}))
+        return Answer("log_prob", numbers, {"log_prob": ll, "stderr": se})
+
+    def _latent_ais_log_prob(self, trained, inputs, runs, temperatures) -> Answer:
+        target = self.latent_decoder(trained.module)
+        if target is None:
+            raise SpecError(f"--estimator latent_ais needs a model with one N(0, I) latent and a decoder; the "
+                            f"{self.name} family has none (use --estimator auto)")
+        z_dim, log_likelihood_of = target
+        runs, temperatures = runs or LATENT_AIS_RUNS, temperatures or LATENT_AIS_TEMPERATURES
+        x = inputs.x
+        r = latent_ais(log_likelihood_of(x), x.shape[0], z_dim, num_temperatures=temperatures, num_runs=runs,
+                       leapfrog_steps=LATENT_AIS_LEAPFROG, dtype=x.dtype, device=x.device)
+        ll, se = r.log_prob, r.stderr
+        numbers = {"estimator": LATENT_AIS, "is_bound": True, "bound": LOWER_BOUND.replace("as k grows",
+                                                                                            "with more temperatures"),
+                   "settings": {"num_particles": runs, "temperatures": r.num_temperatures,
+                                "leapfrog_steps": LATENT_AIS_LEAPFROG, "schedule": "sigmoid (Grosse et al. 2015)"},
+                   "hmc_acceptance": float(r.acceptance.mean()),
+                   "units": self.log_prob_units(trained.spec), "mean": float(ll.mean()),
+                   "inputs": _per_input(inputs.names, {"log_prob": ll.double(), "stderr": se.double()})}
         return Answer("log_prob", numbers, {"log_prob": ll, "stderr": se})
 
     # -- posterior ------------------------------------------------------------------------
@@ -162,7 +203,9 @@ class DirectedQueries:
         if ess is not None:
             extra.update(_ess_verdict(ess, k))
         numbers = {"estimator": how, "settings": settings, "latents": summary, **extra}
-        return Answer("posterior", numbers, draws, draws_to_inference_data(draws, inputs.names))
+        # exact marginals p(h_j = 1 | x) ride along as tensors, as the energy and mixture posteriors' do
+        probs = {f"{site}_probs": m for site, m in table.posterior_marginals.items()} if estimator == "exact" else {}
+        return Answer("posterior", numbers, {**probs, **draws}, draws_to_inference_data(draws, inputs.names))
 
     # -- complete -------------------------------------------------------------------------
     def _fill(self, trained, fill):

@@ -11,14 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
 
 from inference.training import PyroObjective
 
+from ..errors import SpecError
 from ..nade import FVSBN, NADE, FVSBNArchitecture, NADEArchitecture
 from ..specs import option
+from .answers import Answer, draws_to_inference_data, estimate, plain
 from .directed import DirectedFamily
-from .plots import save_training_curve
+from .plots import save_completion_figure, save_training_curve
+from .query_io import make_mask, positive
 from .sections import DataSpec, TrainSpec
 
 
@@ -91,6 +95,61 @@ class AutoregressiveFamily(DirectedFamily):
         module = trained.module
         with torch.no_grad():
             return {"conditionals": module.conditionals(x.to(next(module.parameters())))}
+
+
+    # -- completion after a prefix: exact, by the chain rule ------------------------------------
+    def why_not(self, trained, kind):
+        if kind == "complete":  # no latents, but the chain rule conditions on a prefix exactly
+            return None
+        return super().why_not(trained, kind)
+
+    def query_complete(self, trained, inputs, mask="top", num_samples: int = 3) -> Answer:
+        """Completions of the pixels after an observed prefix (in the model's raster order: ``--mask top``, or a
+        mask file whose observed pixels are a prefix of each image), drawn exactly from p(x_after | x_prefix)
+        by continuing the chain rule; and the exact log-probability of each prefix. Any other mask is refused:
+        conditioning on pixels after a missing one is not the chain rule (it needs a sum over the missing ones)."""
+        s = positive("num_samples", num_samples)
+        module, x = trained.module, inputs.x
+        observed, mask_text = make_mask(mask, trained.image_shape, x.shape[0], 0)
+        observed = observed.to(x.device).expand_as(x)
+        prefix = observed.sum(1)
+        is_prefix = torch.arange(x.shape[1], device=x.device) < prefix.unsqueeze(1)
+        if not bool((observed == is_prefix).all()):
+            raise SpecError(f"{self.name} completes the pixels after an observed prefix in its raster order "
+                            f"(--mask top, or a mask file observing the first pixels of each image); {mask_text} "
+                            "is not a prefix")
+        n, d = x.shape
+        rows = x.repeat_interleave(s, 0).to(module.bias.dtype)
+        given = observed.repeat_interleave(s, 0)
+        with torch.no_grad():
+            state = module.initial_state(n * s)
+            values, probs = torch.empty_like(rows), torch.empty_like(rows)
+            log_prefix = rows.new_zeros(n * s)
+            for j in range(d):
+                logit = module.step_logit(state, j)
+                probs[:, j] = torch.sigmoid(logit)
+                values[:, j] = torch.where(given[:, j], rows[:, j], torch.bernoulli(probs[:, j]))
+                # log p(x_j | x_<j) of the given pixels: the exact log-probability of the prefix
+                log_prefix += torch.where(given[:, j], values[:, j] * logit - F.softplus(logit), 0.0)
+                state = module.advance(state, j, values[:, j])
+        completions, means = values.view(n, s, d), torch.where(given, values, probs).view(n, s, d)
+        missing = ~observed
+        error = ((means.mean(1) - x).abs() * missing).sum(1) / missing.sum(1).clamp(min=1)
+        log_observed = log_prefix.view(n, s)[:, 0]
+        numbers = {"estimator": "exact: the chain rule continued from the observed prefix, pixel by pixel "
+                                "(ancestral draws of p(x_after | x_prefix), independent)",
+                   "mask": mask_text, "settings": {"num_samples": s},
+                   "images_shown": "per row: the image, its observed prefix (missing grey), then each completion's "
+                                   "p(x_d = 1 | x_<d) of the drawn pixels",
+                   "inputs": [{"input": name, "log_prob_observed": estimate(float(v), 0.0),
+                               "missing_pixels_mean_abs_error": plain(e)}
+                              for name, v, e in zip(inputs.names, log_observed, error)]}
+        image_shape = trained.image_shape
+        return Answer("complete", numbers, {"completions": completions, "completion_means": means, "mask": observed},
+                      draws_to_inference_data({"x": completions.transpose(0, 1)}, inputs.names),
+                      lambda path: save_completion_figure(x.cpu(), observed.cpu(), means.cpu(), image_shape, path,
+                                                          title=f"{self.name}: exact completion after the prefix, "
+                                                                f"{mask_text}"))
 
 
 class NADEFamily(AutoregressiveFamily):

@@ -55,6 +55,12 @@ class VAEFamily(DirectedFamily):
                 else MultiSampleELBO(num_particles=o.num_particles))
         return PyroObjective(elbo, module.model, module.guide)
 
+    def latent_decoder(self, module):
+        """z ~ N(0, I) and the decoder's own likelihood p(x | z) (Bernoulli, continuous Bernoulli or Gaussian),
+        for ``ppl-models query DIR log_prob --estimator latent_ais``."""
+        decoder = module.decoder
+        return module.arch.z_dim, lambda x: (lambda z: decoder.distribution(z).log_prob(x))
+
 
 class IWAEFamily(VAEFamily):
     name = "iwae"
