@@ -19,7 +19,7 @@ import contextlib
 import fcntl
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import torch
 
@@ -217,13 +217,24 @@ class TrainedModel:
             self._data = self.family.load_data(self.spec)
         return self._data
 
-    def query(self, kind: str, x=None, **options):
+    def query(self, kind: str, x=None, *, split: Optional[str] = None, index: Optional[str] = None, **options):
         """Ask the model a question: ``sample``, ``log_prob``, ``posterior``, ``complete`` or ``classify``
-        about images ``x`` (an ``(N, D)`` tensor; default the first 16 test images). Returns an
+        about images ``x`` (an ``(N, D)`` tensor), or about images of the model's own data, as the CLI's
+        ``--split``/``--index`` say (``split``: train, valid or test; ``index``: ``"0:16"``, ``"5"`` or
+        ``"1,4,9"``); by default the first 16 test images. Returns an
         :class:`~ppl_models.catalogue.answers.Answer`: its ``numbers`` (estimator, settings, values with
         their uncertainty), ``tensors``, ``inference_data`` and ``picture``. A kind the family cannot
         answer is refused in one line naming those it can.
 
-        ``model.query("log_prob", x, num_particles=1000)``, ``model.query("complete", x, mask="top")``
+        ``model.query("log_prob", x, num_particles=1000)``, ``model.query("complete", x, mask="top")``,
+        ``model.query("posterior", split="valid", index="0:4")``
         """
+        if split is not None or index is not None:
+            if x is not None:
+                raise SpecError("give either images x or split/index, not both")
+            if kind == "sample":
+                raise SpecError("sample queries draw from the model and take no split or index")
+            from .query_io import read_inputs  # query_io imports this module
+
+            x = read_inputs(self, split, index, seed=options.get("seed") or 0)
         return self.family.query(self, kind, x, **options)
