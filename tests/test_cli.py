@@ -1,6 +1,5 @@
 """The command line end to end with tiny settings, and every bad input as a one-line error."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -76,7 +75,7 @@ def write_corrupt_mnist(directory):
 
 
 BAD = {
-    "unknown model": (["train", "gan"], "unknown model 'gan'"),
+    "unknown model": (["train", "flow"], "unknown model 'flow'"),
     "unknown spec key": (["train", "vae", "--set", "model.zdim=3"], "unknown spec key 'model.zdim'"),
     "ill-typed value": (["train", "vae", "--set", "z_dim=abc"], "spec.model.z_dim must be an integer"),
     "unknown dataset": (["train", "vae", "--dataset", "cifar"], "spec.data.dataset must be one of"),

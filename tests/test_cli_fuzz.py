@@ -36,13 +36,27 @@ BASE = {
     "sbn": ["--set", "model.hidden=[3,2]", "--eval-particles", "2"],
     "nade": ["--set", "model.hidden=3"],
     "fvsbn": [],
+    "gan": ["--set", "model.generator_hidden=[4]", "--set", "model.discriminator_hidden=[4]", "--set", "z_dim=2",
+            "--eval-particles", "2", "--set", "train.ais_temperatures=5", "--set", "train.ais_images=2",
+            "--set", "train.ais_sigma=0.2", "--set", "train.mmd_images=20", "--set", "train.mmd_permutations=5"],
+    "gmmn": ["--set", "model.hidden=[4]", "--set", "z_dim=2", "--eval-particles", "2",
+             "--set", "train.ais_temperatures=5", "--set", "train.ais_images=2", "--set", "train.ais_sigma=0.2",
+             "--set", "train.mmd_images=20", "--set", "train.mmd_permutations=5"],
+    "dbn": ["--set", "model.hidden=[3,2]", "--set", "train.ais_temperatures=20", "--set", "train.sample_sweeps=2",
+            "--eval-particles", "4"],
+    "fvbm": ["--set", "train.ais_temperatures=20", "--set", "train.sample_sweeps=2", "--eval-particles", "4"],
+    "dbm": ["--set", "model.hidden=[3,2]", "--set", "pretrain.epochs=[1,1]", "--set", "train.ais_temperatures=20",
+            "--set", "train.sample_sweeps=2", "--eval-particles", "4"],
+    "dae": ["--set", "model.hidden=[4]", "--eval-particles", "4", "--set", "train.chain_steps=2",
+            "--set", "train.mmd_permutations=5", "--set", "train.mmd_images=20"],
 }
 COMMON = ["--dataset", "digits", "--epochs", "1", "--no-progress"]
 
 # Keys whose value sets the amount of work: hostile but small.
 SIZES = {"epochs", "num_hidden", "hidden", "z_dim", "batch_size", "num_particles", "eval_particles",
          "ais_temperatures", "sample_sweeps", "num_chains", "k", "num_components", "layers", "input_shape",
-         "n_classes", "valid_size", "test_size", "num_visible", "x_dim", "patience"}
+         "n_classes", "valid_size", "test_size", "num_visible", "x_dim", "patience", "chain_steps", "walkback_steps",
+         "mmd_images", "mmd_permutations"}
 SMALL = ["-1", "0", "1", "2", "1.5", "true", "null", "\"3\"", "[]", "[2]", "[0]", "[-1]", "nan", "abc", ""]
 HOSTILE = SMALL + ["1e309", "-1e309", "NaN", "Infinity", "-0.0", "1e-300", "99999999999999999999", "{}",
                    "{\"a\": 1}", "[1, \"x\"]", "\"\"", "\"cuda\"", "\"none\"", "\"sum\"", "\"pcd\"", "\"em\""]

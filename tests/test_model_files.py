@@ -230,7 +230,7 @@ BAD = [
     ("list.yaml", "- family: vae\n", ["a spec must be a mapping", "got a list"]),
     ("scalar.yaml", "vae\n", ["a spec must be a mapping", "got the text 'vae'"]),
     ("nofamily.yaml", "model:\n  z_dim: 2\n", ["has no 'family' key; expected one of: vae, iwae"]),
-    ("gan.yaml", "family: gan\n", ["unknown model 'gan'; the catalogue has: vae, iwae"]),
+    ("flow.yaml", "family: flow\n", ["unknown model 'flow'; the catalogue has: vae, iwae"]),
     ("familylist.yaml", "family: [vae]\n", ["family must be a model name"]),
     ("unknown.yaml", "family: vae\nmodel:\n  z_dimm: 2\n",
      ["unknown key spec.model.z_dimm; expected one of: x_dim, z_dim"]),
@@ -287,5 +287,5 @@ def test_read_errors_are_spec_errors(tmp_path):
     path.write_text("family: vae\nmodel: [\n")
     with pytest.raises(SpecError, match=r"m.yaml is not valid YAML: line 3"):
         model_files.read(str(path))
-    with pytest.raises(SpecError, match="unknown model 'gan'"):
-        model_files.to_yaml("gan")
+    with pytest.raises(SpecError, match="unknown model 'flow'"):
+        model_files.to_yaml("flow")

@@ -32,14 +32,22 @@ DIRECTED = ("sample", "log_prob", "posterior", "complete")
 ENERGY = ("sample", "log_prob", "posterior", "complete")
 #: what each registered family answers; a family missing here fails the suite
 ANSWERS = {"vae": DIRECTED, "iwae": DIRECTED, "sbn": DIRECTED, "mixture": DIRECTED, "dcim": DIRECTED + ("classify",),
-           "rbm": ENERGY, "gbrbm": ENERGY, "nade": ("sample", "log_prob"), "fvsbn": ("sample", "log_prob")}
+           "rbm": ENERGY, "gbrbm": ENERGY, "nade": ("sample", "log_prob", "complete"), "fvsbn": ("sample", "log_prob", "complete"),
+           "gan": ("sample", "log_prob"), "gmmn": ("sample", "log_prob"),
+           "fvbm": ("sample", "log_prob", "complete"), "dbn": ("sample", "log_prob", "posterior"),
+           "dbm": ENERGY, "dae": ("sample", "log_prob", "complete")}
 #: small settings per (family kind, query), so that each answer takes a fraction of a second
 FAST = {("directed", "sample"): ["-n", "4"], ("energy", "sample"): ["-n", "4", "--sweeps", "5", "--draws", "10"],
         ("directed", "log_prob"): [], ("energy", "log_prob"): [],
         ("directed", "posterior"): ["-n", "10"], ("energy", "posterior"): ["-n", "10"],
         ("directed", "complete"): ["-n", "2", "--particles", "50"],
         ("energy", "complete"): ["-n", "2", "--sweeps", "5", "--draws", "10"],
-        ("directed", "classify"): ["-n", "10"], ("energy", "classify"): []}
+        ("directed", "classify"): ["-n", "10"], ("energy", "classify"): [],
+        ("chain", "sample"): ["-n", "4", "--sweeps", "5", "--draws", "10"], ("chain", "log_prob"): ["--particles", "20"],
+        ("chain", "posterior"): [], ("chain", "complete"): ["-n", "2", "--sweeps", "5", "--draws", "10"],
+        ("chain", "classify"): [],
+        # exact completion after a prefix: no particles
+        ("nade", "complete"): ["-n", "2"], ("fvsbn", "complete"): ["-n", "2"]}
 P_MIN = 1e-3  # a chi-square p-value below this fails
 
 
@@ -68,7 +76,7 @@ def test_each_family_answers_or_refuses_each_kind(name, kind, runs, capsys, tmp_
     files = {"png": str(tmp_path / "p.png"), "nc": str(tmp_path / "d.nc")}
     outputs = (["--png", files["png"]] if kind in ("sample", "complete") else []) + \
               (["--netcdf", files["nc"]] if kind in ("sample", "posterior", "complete") else [])
-    code, out, err = run_cli(capsys, "query", runs[name], kind, *inputs, *FAST[(fam.kind, kind)], *outputs)
+    code, out, err = run_cli(capsys, "query", runs[name], kind, *inputs, *FAST.get((name, kind), FAST[(fam.kind, kind)]), *outputs)
     if kind not in ANSWERS[name]:
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert f"{name} cannot answer {kind} queries" in err and f"it answers: {', '.join(ANSWERS[name])}" in err

@@ -5,7 +5,8 @@ import os
 import pytest
 
 TUTORIALS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tutorials")
-NOTEBOOKS = ["01_vae_iwae.ipynb", "02_dcim.ipynb", "03_rbm.ipynb", "04_sbn.ipynb", "05_queries.ipynb"]
+NOTEBOOKS = ["01_vae_iwae.ipynb", "02_dcim.ipynb", "03_rbm.ipynb", "04_sbn.ipynb", "05_queries.ipynb",
+             "06_deep_energy.ipynb", "07_autoregressive_implicit.ipynb"]
 
 
 def test_every_notebook_is_listed():

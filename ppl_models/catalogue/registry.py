@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from .dae import DAEFamily
+from .dbm import DBMFamily
+from .dbn import DBNFamily
 from .dcim import DCIMFamily
 from .family import Family
+from .fvbm import FVBMFamily
+from .implicit import GANFamily, GMMNFamily
 from .mixture import MixtureFamily
 from .nade import FVSBNFamily, NADEFamily
 from .rbm import GBRBMFamily, RBMFamily
@@ -16,7 +21,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     DCIMFamily(),
     RBMFamily(),
     GBRBMFamily(),
+    DBMFamily(),
+    FVBMFamily(),
+    DBNFamily(),
     MixtureFamily(),
     SBNFamily(),
     NADEFamily(), FVSBNFamily(),
+    GANFamily(), GMMNFamily(),
+    DAEFamily(),
 )}

@@ -39,7 +39,7 @@ def test_build_from_dict_and_json_file(tmp_path):
     ({"family": "vae", "train": {"lr": float("nan")}}, "spec.train.lr must be finite"),
     ({"family": "vae", "train": {"lr": 0}}, "spec.train.lr must be > 0.0"),
     ({"family": "vae", "objective": {"dreg": 1}}, "spec.objective.dreg must be true or false"),
-    ({"family": "gan"}, "unknown model 'gan'"),
+    ({"family": "flow"}, "unknown model 'flow'"),
     ({"model": {}}, "spec has no 'family' key"),
     ([1, 2], "must be a mapping"),
 ])

@@ -1,6 +1,5 @@
 """The VAE pair: site shapes, likelihoods, and its log p(x) estimate against enumeration-free exact checks."""
 
-import math
 
 import pyro.poutine as poutine
 import pytest
