@@ -10,8 +10,9 @@ cross-entropy with its own temporaries, a negation, a sum); written as
     \log p(x \mid \ell) = \sum_d x_d \ell_d - \operatorname{softplus}(\ell_d)
                         = x \cdot \ell - \sum_d \operatorname{softplus}(\ell_d)
 
-it is one dot product (a batched matrix-vector product that never materialises :math:`x \odot \ell`
-when :math:`x` is broadcast over particles) and one softplus-and-sum: about half the time on one CPU
+it is one dot product (when scoring without gradients, a batched matrix-vector product that never
+materialises :math:`x \odot \ell` when :math:`x` is broadcast over particles; under autograd an
+elementwise product, whose backward is cheaper) and one softplus-and-sum: about half the time on one CPU
 thread (measured on ``(500, 100, 784)``: 0.38 s against 0.84 s). The value and its gradient
 (:math:`x - \sigma(\ell)`) equal the Bernoulli's to floating-point rounding for every :math:`x` in
 :math:`[0, 1]`, which ``tests/ppl_models/test_likelihoods.py`` checks.
@@ -41,5 +42,10 @@ class BernoulliPixels(dist.Independent):
         if self._validate_args:
             self._validate_sample(value)
         logits = self.base_dist.logits
-        # einsum broadcasts value over the particle dimensions without forming value * logits
+        if torch.is_grad_enabled() and logits.requires_grad:
+            # training: the product's backward is elementwise, twice as fast as einsum's batched products
+            # (measured on (k, 100, 784), k = 1, 5, 50, one thread)
+            return (value * logits).sum(-1) - F.softplus(logits).sum(-1)
+        # scoring: einsum broadcasts value over the particle dimensions without forming value * logits
+        # (0.15 s against 0.23 s on (500, 100, 784))
         return torch.einsum("...d,...d->...", value, logits) - F.softplus(logits).sum(-1)

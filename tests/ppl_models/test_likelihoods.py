@@ -51,3 +51,13 @@ def test_samples_mean_and_expand_are_the_bernoullis():
 def test_validation_rejects_values_outside_the_support():
     with pytest.raises(ValueError):
         BernoulliPixels(torch.zeros(2, 3), validate_args=True).log_prob(torch.full((2, 3), 2.0))
+
+
+def test_scoring_and_training_forms_agree():
+    torch.manual_seed(3)
+    logits = torch.randn(4, 6, 9, dtype=torch.float64, requires_grad=True)
+    x = torch.bernoulli(torch.rand(6, 9, dtype=torch.float64))
+    trained = BernoulliPixels(logits).log_prob(x)  # the elementwise form (autograd on)
+    with torch.no_grad():
+        scored = BernoulliPixels(logits).log_prob(x)  # the einsum form
+    torch.testing.assert_close(scored, trained.detach(), rtol=1e-12, atol=1e-10)
