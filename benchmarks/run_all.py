@@ -1,0 +1,193 @@
+"""One benchmark page: run every speed benchmark, collect its ratios, chart them, print the README table.
+
+    python benchmarks/run_all.py [--quick] [--only NAME ...]   # run, then collect
+    python benchmarks/run_all.py --collect [--quick]            # collect the JSON files already there
+    python benchmarks/run_all.py --table                        # the README's performance table
+
+Each benchmark writes its own JSON (full runs to ``benchmarks/results/``, ``--quick`` runs to
+``benchmarks/results/quick/`` so that a quick look never overwrites a README figure); this script
+reads from each the ratios a reader needs (our path against a hand-written PyTorch loop or a peer
+library, and against the floor: the time of the same matrix products alone, measured in the same
+run), writes them with the machine, thread count and date to ``summary.json`` beside them and charts
+them as ``summary.png``. The README's performance table is ``--table``'s output from the full
+summary; ``tests/test_benchmarks.py`` fails when the two differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+
+@dataclass
+class Row:
+    """One ratio of the page: ``path`` takes ``ratio`` times the time of ``against`` (lower is better)."""
+
+    path: str
+    against: str
+    ratio: float
+    aim: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "against": self.against, "ratio": self.ratio, "aim": self.aim}
+
+
+def _svi(r: dict) -> list:
+    return [Row("SVI epoch, shared driver (VAE 784-200-20, batch 100)", "hand-written loop, fused Adam",
+                r["ratio_ours_over_plain_fused_adam"], r.get("aim", 1.05)),
+            Row("SVI epoch, shared driver", "its matrix products alone", r["ratio_ours_over_floor"])]
+
+
+def _is(r: dict) -> list:
+    return [Row("importance-sampled log p(x), k = 1000, 100 images", "hand-written loop", r["ratio_ours_over_plain"],
+                r.get("aim", 1.05)),
+            Row("importance-sampled log p(x)", "its matrix products alone", r["ratio_ours_over_floor"]),
+            Row("importance-sampled log p(x), hand-written loop", "its matrix products alone",
+                r["ratio_plain_over_floor"])]
+
+
+def _rbm(r: dict) -> list:
+    return [Row("PCD-1 training, RBM 784x500, batch 20", "its matrix products alone", r["ours_over_gemm_floor_time_median"],
+                1.15),
+            Row("PCD-1 training, RBM 784x500", "hand-written PyTorch loop", r["ours_over_plain_pytorch_time_median"]),
+            Row("PCD-1 training, RBM 784x500", "scikit-learn BernoulliRBM (float32, 1 thread)",
+                1 / r["speedup_sklearn_over_ours_median"])]
+
+
+def _gibbs(r: dict) -> list:
+    ratios = r["throughput_ratio_paired_median"]
+    return [Row("block Gibbs, RBM 784x500, 100 chains, pyro.infer.MCMC kernel", "raw PyTorch sweeps",
+                1 / ratios["no_sites_saved"], 1 / r["aim"] if r.get("aim") else None)]
+
+
+def _sbn(r: dict) -> list:
+    return [Row(f"SBN {r['arch']} training step, {name} (k = {e['k']})", "its matrix products alone", e["step_over_floor"])
+            for name, e in r["estimators"].items()]
+
+
+@dataclass
+class Benchmark:
+    name: str
+    quick: list
+    rows: Callable[[dict], list]
+    full: tuple = ()
+
+
+BENCHMARKS = [
+    Benchmark("svi_driver_vs_plain", ["--repeats", "3"], _svi),
+    Benchmark("is_log_likelihood", ["--repeats", "3"], _is),
+    Benchmark("rbm_vs_sklearn", ["--quick"], _rbm),
+    Benchmark("gibbs_throughput", ["--repeats", "3", "--sweeps", "100"], _gibbs),
+    Benchmark("sbn_gradient_variance", ["--warmup", "1", "--draws", "20"], _sbn),
+]
+NAMES = [b.name for b in BENCHMARKS]
+
+
+def results_dir(quick: bool) -> str:
+    return os.path.join(RESULTS, "quick") if quick else RESULTS
+
+
+def run(bench: Benchmark, quick: bool) -> None:
+    out = os.path.join(results_dir(quick), f"{bench.name}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    cmd = [sys.executable, os.path.join(HERE, f"{bench.name}.py"), *(bench.quick if quick else bench.full), "--out", out]
+    print("$", " ".join(cmd[1:]), flush=True)
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    print(f"  {bench.name}: {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def collect(quick: bool) -> dict:
+    rows, sources, missing = [], {}, []
+    for bench in BENCHMARKS:
+        path = os.path.join(results_dir(quick), f"{bench.name}.json")
+        if not os.path.exists(path):
+            missing.append(bench.name)
+            continue
+        with open(path) as f:
+            result = json.load(f)
+        sources[bench.name] = {"threads": result.get("threads"), "date": result.get("date"),
+                               "machine": result.get("machine")}
+        try:
+            rows += [dict(row.as_dict(), benchmark=bench.name) for row in bench.rows(result)]
+        except KeyError as e:  # a JSON written before the benchmark measured this ratio
+            missing.append(f"{bench.name} (its JSON has no {e.args[0]}: re-run it)")
+    return {"page": "ppl-models benchmarks", "quick": quick, "collected": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
+            "sources": sources, "missing": missing, "rows": rows}
+
+
+def chart(summary: dict, path: str) -> None:
+    from matplotlib.figure import Figure  # no pyplot: headless
+
+    rows = summary["rows"]
+    fig = Figure(figsize=(10, 0.35 * len(rows) + 1.2))
+    ax = fig.add_subplot()
+    labels = [f"{r['path']}\n/ {r['against']}" for r in rows]
+    y = list(range(len(rows)))[::-1]
+    ax.barh(y, [r["ratio"] for r in rows], color=["C0" if r["aim"] is None or r["ratio"] <= r["aim"] else "C3"
+                                                   for r in rows])
+    for yi, r in zip(y, rows):
+        if r["aim"] is not None:
+            ax.plot([r["aim"]] * 2, [yi - 0.4, yi + 0.4], color="k", lw=2)
+    ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(y, labels, fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("time ratio (lower is better; black tick: the aim; red: aim not met)")
+    ax.set_title(f"ppl-models benchmarks{' (quick)' if summary['quick'] else ''}, {summary['machine']}, "
+                 f"{summary['collected']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def table(summary: dict) -> str:
+    """The README's performance table (markdown) from a summary."""
+    lines = ["| path | against | time ratio | aim | threads | measured |", "|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        src = summary["sources"][r["benchmark"]]
+        aim = f"≤ {r['aim']:.2f}" + (" ✓" if r["ratio"] <= r["aim"] else " ✗") if r["aim"] is not None else ""
+        lines.append(f"| {r['path']} | {r['against']} | {r['ratio']:.2f} | {aim} | {src['threads']} | "
+                     f"{src['date'] or 'undated'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="short settings; results under benchmarks/results/quick/")
+    p.add_argument("--only", nargs="+", choices=NAMES, help="run only these (the page still collects every JSON)")
+    p.add_argument("--collect", action="store_true", help="do not run anything: collect the JSON files there")
+    p.add_argument("--table", action="store_true", help="print the README table from the summary and exit")
+    args = p.parse_args(argv)
+    summary_path = os.path.join(results_dir(args.quick), "summary.json")
+    if args.table:
+        with open(summary_path) as f:
+            print(table(json.load(f)))
+        return 0
+    if not args.collect:
+        for bench in BENCHMARKS:
+            if args.only is None or bench.name in args.only:
+                run(bench, args.quick)
+    summary = collect(args.quick)
+    os.makedirs(os.path.dirname(summary_path), exist_ok=True)
+    with open(summary_path, "w") as f:
+        json.dump(summary, f, indent=2)
+    chart(summary, summary_path.replace(".json", ".png"))
+    print(table(summary))
+    if summary["missing"]:
+        print(f"no results yet for: {', '.join(summary['missing'])}")
+    print(f"-> {summary_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
