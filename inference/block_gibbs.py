@@ -25,13 +25,32 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from .energy import TwoBlockEnergy
 from .errors import SpecError
 
-__all__ = ["BlockGibbs", "bernoulli_draw", "check_k"]
+__all__ = ["BlockGibbs", "bernoulli_draw", "check_clamp", "check_k"]
 
 
 def bernoulli_draw(probs: torch.Tensor) -> torch.Tensor:
     """0/1 floats with P(1) = ``probs``, as ``U < p``, ``U ~ Uniform[0, 1)``: about twice as fast on
     CPU as ``torch.bernoulli``, and with the GEMMs the only real cost of a sweep."""
     return torch.rand_like(probs).lt_(probs)
+
+
+def check_clamp(model, num_chains: int, mask, values, like: torch.Tensor) -> tuple:
+    """``(mask, values)`` of a clamp of the visible units, checked: a bool mask ``(V,)`` or ``(C, V)`` on
+    ``like``'s device and values broadcast to ``(C, V)`` in its dtype, valid visible states; a one-line
+    :class:`SpecError` otherwise. Shared by every kernel that clamps visible units."""
+    V, C = model.num_visible, num_chains
+    if mask is None or values is None:
+        raise SpecError("clamp_mask and clamp_values must be given together")
+    if not isinstance(mask, torch.Tensor) or mask.shape not in ((V,), (C, V)):
+        found = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise SpecError(f"clamp_mask must have shape ({V},) or ({C}, {V}), got {found}")
+    values = torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    try:
+        values = torch.broadcast_to(values, (C, V))
+    except RuntimeError:
+        raise SpecError(f"clamp_values must broadcast to ({C}, {V}), got shape {tuple(values.shape)}") from None
+    model.validate_visible(values, "clamp_values")
+    return mask.to(dtype=torch.bool, device=like.device), values.contiguous()
 
 
 def check_k(k) -> int:
@@ -100,22 +119,7 @@ class BlockGibbs(MCMCKernel):
         if mask is None and values is None:
             self._mask = self._values = None
             return
-        V, C = self.model.num_visible, self.num_chains
-        if mask is None or values is None:
-            raise SpecError("clamp_mask and clamp_values must be given together")
-        if not isinstance(mask, torch.Tensor) or mask.shape not in ((V,), (C, V)):
-            found = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise SpecError(f"clamp_mask must have shape ({V},) or ({C}, {V}), got {found}")
-        like = self._like()
-        values = torch.as_tensor(values, dtype=like.dtype, device=like.device)
-        try:
-            values = torch.broadcast_to(values, (C, V))
-        except RuntimeError:
-            raise SpecError(f"clamp_values must broadcast to ({C}, {V}), got shape {tuple(values.shape)}") from None
-        self.model.validate_visible(values, "clamp_values")
-        mask = mask.to(dtype=torch.bool, device=like.device)
-        self._mask = mask
-        self._values = values.contiguous()
+        self._mask, self._values = check_clamp(self.model, self.num_chains, mask, values, self._like())
         if self._state is not None:
             self._state = {**self._state, "v": self._apply_clamp(self._state["v"])}
 

@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from .block_gibbs import bernoulli_draw, check_k
+from .block_gibbs import bernoulli_draw, check_clamp, check_k
 from .errors import SpecError
 
 __all__ = ["LateralEnergy", "SingleSiteGibbs", "check_colours", "gibbs_sweep"]
@@ -153,20 +153,7 @@ class SingleSiteGibbs(MCMCKernel):
         if mask is None and values is None:
             self._mask = self._values = None
             return
-        D, C = self.model.num_visible, self.num_chains
-        if mask is None or values is None:
-            raise SpecError("clamp_mask and clamp_values must be given together")
-        if not isinstance(mask, torch.Tensor) or mask.shape not in ((D,), (C, D)):
-            found = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise SpecError(f"clamp_mask must have shape ({D},) or ({C}, {D}), got {found}")
-        like = self._like()
-        values = torch.as_tensor(values, dtype=like.dtype, device=like.device)
-        try:
-            values = torch.broadcast_to(values, (C, D)).contiguous()
-        except RuntimeError:
-            raise SpecError(f"clamp_values must broadcast to ({C}, {D}), got shape {tuple(values.shape)}") from None
-        self.model.validate_visible(values, "clamp_values")
-        self._mask, self._values = mask.to(dtype=torch.bool, device=like.device), values
+        self._mask, self._values = check_clamp(self.model, self.num_chains, mask, values, self._like())
         if self._state is not None:
             self._state = {"v": self._apply_clamp(self._state["v"])}
 
