@@ -122,9 +122,7 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
     spec_class = DBMRunSpec
 
     def layer_sizes(self, spec) -> list:
-        if spec.model.num_visible is None:
-            raise SpecError("model.num_visible is not set; give it or train on a data set (which sets it)")
-        return [spec.model.num_visible, *spec.model.hidden]
+        return [energy_base.num_visible(spec), *spec.model.hidden]
 
     def build(self, spec) -> DBM:
         return DBM(self.layer_sizes(spec), weight_scale=spec.model.weight_scale)

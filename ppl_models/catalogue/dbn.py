@@ -128,9 +128,7 @@ class DBNFamily(EnergyFamily):
     queries = ("sample", "log_prob", "posterior")
 
     def build(self, spec) -> DeepBeliefNet:
-        if spec.model.num_visible is None:
-            raise SpecError("model.num_visible is not set; give it or train on a data set (which sets it)")
-        return DeepBeliefNet([spec.model.num_visible, *spec.model.hidden], weight_scale=spec.model.weight_scale,
+        return DeepBeliefNet([energy_base.num_visible(spec), *spec.model.hidden], weight_scale=spec.model.weight_scale,
                              untied=spec.train.up_down_epochs > 0)
 
     # -- greedy training --------------------------------------------------------------------------

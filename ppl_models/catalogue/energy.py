@@ -54,6 +54,13 @@ def top_half_mask(image_shape: tuple, like: torch.Tensor) -> torch.Tensor:
     return torch.arange(h, device=like.device).repeat_interleave(w) < h // 2
 
 
+def num_visible(spec) -> int:
+    """The spec's visible units, or a one-line error when neither the spec nor a data set has set them."""
+    if spec.model.num_visible is None:
+        raise SpecError("model.num_visible is not set; give it or train on a data set (which sets it)")
+    return spec.model.num_visible
+
+
 def _finite_or_none(value: float):
     return value if math.isfinite(value) else None
 
@@ -273,7 +280,11 @@ class EnergyFamily(EnergyQueries, Family):
             self._completion_figure(trained.module, data.test.x, trained.image_shape, n, sweeps, path, progress)
             return
         save_gibbs_grid(self.sample(trained, n, progress=progress, **options), trained.image_shape, path,
-                        title=f"{trained.spec.family}: {n} Gibbs chains, E[v|h] after {sweeps} sweeps")
+                        title=self.sample_title(trained, n, sweeps))
+
+    def sample_title(self, trained, n: int, sweeps: int) -> str:
+        """The title of :meth:`sample_grid`'s picture: what the images are (a family with another sampler says so)."""
+        return f"{trained.spec.family}: {n} Gibbs chains, E[v|h] after {sweeps} sweeps"
 
     def posterior(self, trained, x, num_samples: int = 1) -> dict:
         """p(h_j = 1 | x) of every hidden unit, exact (the hidden units are independent given v)."""

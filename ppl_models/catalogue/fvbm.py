@@ -32,8 +32,7 @@ from inference.single_site_gibbs import SingleSiteGibbs, gibbs_sweep
 from ..errors import SpecError
 from ..fvbm import FullyVisibleBM
 from ..specs import option
-from .energy import EnergyFamily, _finite_or_none, top_half_mask
-from .energy_plots import save_gibbs_grid
+from .energy import EnergyFamily, _finite_or_none, num_visible, top_half_mask
 from .plots import save_completion_figure
 from .rbm import EnergyTrainSpec
 from .sections import DataSpec
@@ -77,9 +76,7 @@ class FVBMFamily(EnergyFamily):
     queries = ("sample", "log_prob", "complete")
 
     def build(self, spec) -> FullyVisibleBM:
-        if spec.model.num_visible is None:
-            raise SpecError("model.num_visible is not set; give it or train on a data set (which sets it)")
-        return FullyVisibleBM(spec.model.num_visible, weight_scale=spec.model.weight_scale, transition=gibbs_sweep)
+        return FullyVisibleBM(num_visible(spec), weight_scale=spec.model.weight_scale, transition=gibbs_sweep)
 
     def make_objective(self, spec, module) -> ContrastiveDivergence:
         o = spec.objective
@@ -182,14 +179,8 @@ class FVBMFamily(EnergyFamily):
                                title=f"fvbm: completion of test images by clamped single-site Gibbs ({sweeps} sweeps)\n"
                                      "per row: image, top half given, 3 completions (p(v_i = 1 | v_-i) of the bottom half)")
 
-    def sample_grid(self, trained, n: int, path: str, progress: bool = False, **options) -> None:
-        mode, sweeps = self._options(trained, options)
-        if mode == "completion":
-            data = self.load_data(trained.spec)
-            self._completion_figure(trained.module, data.test.x, trained.image_shape, n, sweeps, path, progress)
-            return
-        save_gibbs_grid(self.sample(trained, n, progress=progress, **options), trained.image_shape, path,
-                        title=f"fvbm: {n} chains, p(v_i = 1 | v_-i) after {sweeps} single-site Gibbs sweeps")
+    def sample_title(self, trained, n: int, sweeps: int) -> str:
+        return f"fvbm: {n} chains, p(v_i = 1 | v_-i) after {sweeps} single-site Gibbs sweeps"
 
     def sample(self, trained, n: int, progress: bool = False, **options) -> torch.Tensor:
         """``n`` images: p(v_i = 1 | v_-i) at the last state of ``sweeps`` single-site sweeps from random states

@@ -16,7 +16,7 @@ from typing import Optional
 from ..errors import SpecError
 from ..rbm import RBM, GaussianBernoulliRBM
 from ..specs import option
-from .energy import EnergyFamily
+from .energy import EnergyFamily, num_visible
 from .sections import DataSpec, TrainSpec
 
 
@@ -104,12 +104,6 @@ class GBRBMRunSpec:
     train: EnergyTrainSpec = field(default_factory=lambda: EnergyTrainSpec(lr=0.001, weight_decay=0.0))
 
 
-def _check_visible(spec) -> int:
-    if spec.model.num_visible is None:
-        raise SpecError("model.num_visible is not set; give it or train on a data set (which sets it)")
-    return spec.model.num_visible
-
-
 class RBMFamily(EnergyFamily):
     name = "rbm"
     summary = ("binary restricted Boltzmann machine, CD-k / PCD-k by block Gibbs, AIS log Z "
@@ -117,7 +111,7 @@ class RBMFamily(EnergyFamily):
     spec_class = RBMRunSpec
 
     def build(self, spec) -> RBM:
-        return RBM(_check_visible(spec), spec.model.num_hidden, weight_scale=spec.model.weight_scale)
+        return RBM(num_visible(spec), spec.model.num_hidden, weight_scale=spec.model.weight_scale)
 
 
 class GBRBMFamily(EnergyFamily):
@@ -131,7 +125,7 @@ class GBRBMFamily(EnergyFamily):
 
     def build(self, spec) -> GaussianBernoulliRBM:
         m = spec.model
-        return GaussianBernoulliRBM(_check_visible(spec), m.num_hidden, sigma=m.sigma, learn_sigma=m.learn_sigma,
+        return GaussianBernoulliRBM(num_visible(spec), m.num_hidden, sigma=m.sigma, learn_sigma=m.learn_sigma,
                                     weight_scale=m.weight_scale)
 
     def initialise(self, spec, module, x_pixels) -> None:
