@@ -244,13 +244,10 @@ class DBNFamily(EnergyFamily):
         return metrics
 
     def summary_line(self, metrics: dict, directory=None) -> str:
-        halves = metrics["ais_log_z_halves"]
-        agree = f"; halves {halves[0]:.2f} / {halves[1]:.2f}" if len(halves) == 2 else ""
         line = (f"test log-likelihood >= {metrics['test_lower_bound']:.2f} ± {metrics['test_lower_bound_stderr']:.2f} "
                 f"(variational lower bound, {metrics['bound_samples']} draws of q per image, stderr over "
-                f"{metrics['test_images']} images) {metrics['log_likelihood_units']}; top RBM's AIS log Z "
-                f"{metrics['ais_log_z']:.2f} ± {metrics['ais_log_z_std']:.3f} ({metrics['ais_runs']} runs x "
-                f"{metrics['ais_temperatures']} temperatures, {metrics['ais_seconds']:.0f}s{agree})")
+                f"{metrics['test_images']} images) {metrics['log_likelihood_units']}; top RBM's "
+                f"{energy_base.ais_clause(metrics)}")
         if not metrics.get("ais_stable", True):
             line += "; WARNING: AIS not stable (spread too large or halves disagree): evaluate with more temperatures"
         if "test_log_likelihood_exact" in metrics:

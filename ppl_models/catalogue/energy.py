@@ -61,6 +61,14 @@ def num_visible(spec) -> int:
     return spec.model.num_visible
 
 
+def ais_clause(metrics: dict) -> str:
+    """"AIS log Z ... (runs x temperatures, seconds; halves)" of an evaluation's metrics, for summary lines."""
+    halves = metrics["ais_log_z_halves"]
+    agree = f"; halves {halves[0]:.2f} / {halves[1]:.2f}" if len(halves) == 2 else ""
+    return (f"AIS log Z {metrics['ais_log_z']:.2f} ± {metrics['ais_log_z_std']:.3f} ({metrics['ais_runs']} runs x "
+            f"{metrics['ais_temperatures']} temperatures, {metrics['ais_seconds']:.0f}s{agree})")
+
+
 def _finite_or_none(value: float):
     return value if math.isfinite(value) else None
 
@@ -220,12 +228,8 @@ class EnergyFamily(EnergyQueries, Family):
         return metrics
 
     def summary_line(self, metrics: dict, directory=None) -> str:
-        halves = metrics["ais_log_z_halves"]
-        agree = f"; halves {halves[0]:.2f} / {halves[1]:.2f}" if len(halves) == 2 else ""
         line = (f"test log-likelihood {metrics['test_log_likelihood']:.2f} ± {metrics['test_log_likelihood_stderr']:.2f} "
-                f"(stderr over {metrics['test_images']} images) {metrics['log_likelihood_units']}; "
-                f"AIS log Z {metrics['ais_log_z']:.2f} ± {metrics['ais_log_z_std']:.3f} ({metrics['ais_runs']} runs x "
-                f"{metrics['ais_temperatures']} temperatures, {metrics['ais_seconds']:.0f}s{agree})")
+                f"(stderr over {metrics['test_images']} images) {metrics['log_likelihood_units']}; {ais_clause(metrics)}")
         if not metrics.get("ais_stable", True):
             again = (f"`ppl-models evaluate {directory} --temperatures {4 * metrics['ais_temperatures']}`"
                      if directory else "`ppl-models evaluate RUN_DIR --temperatures N` with more temperatures")
