@@ -58,6 +58,12 @@ class IWAEELBO(ELBO):
         self.dreg = dreg
         self.data_plate = data_plate
 
+    @property
+    def replayable(self) -> bool:
+        """Whether ``loss_and_grads`` is exactly ``differentiable_loss(...).backward()`` (see
+        :mod:`inference.trace_replay`); DReG's two surrogates are not one loss."""
+        return not self.dreg and type(self).loss_and_grads is IWAEELBO.loss_and_grads  # a subclass's own may do more
+
     def _weights(self, model, guide, args, kwargs, **options):
         if self.max_plate_nesting == float("inf"):
             quiet = logging.getLogger("pyro.infer.elbo")

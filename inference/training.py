@@ -45,6 +45,7 @@ from .devices import resolve_device, to_device
 from .errors import CheckpointError, SpecError, TrainingDiverged
 from .minibatches import make_loader
 from .optimizers import OptimizerChoice, make_optimizer, make_schedule
+from .trace_replay import TraceReplay
 
 __all__ = ["CHECKPOINT_FORMAT", "FitResult", "Objective", "PyroObjective", "evaluate_loss", "fit", "with_auxiliary"]
 
@@ -84,13 +85,37 @@ class PyroObjective:
     Example::
 
         fit(PyroObjective(IWAEELBO(num_particles=5), vae.model, vae.guide), (x,), module=vae, epochs=10)
+
+    :param bool replay: run each step as the recorded tensor program of the first
+        (:class:`inference.trace_replay.TraceReplay`: same losses, gradients and random
+        stream, without Pyro's handlers); used only when the ELBO declares ``replayable``,
+        otherwise every step runs through Pyro. ``replay_status`` says what each input
+        shape ran on.
     """
 
-    def __init__(self, elbo, model: Callable, guide: Callable):
+    def __init__(self, elbo, model: Callable, guide: Callable, replay: bool = False):
         self.elbo, self.model, self.guide = elbo, model, guide
+        self._replay = None
+        if replay and getattr(elbo, "replayable", False):
+            owners = [m for m in (getattr(model, "__self__", None), getattr(guide, "__self__", None))
+                      if isinstance(m, torch.nn.Module)]
+            self._replay = TraceReplay(self._pyro_step, self._differentiable_loss,
+                                       buffers=lambda: [b for m in owners for b in m.buffers()])
+
+    @property
+    def replay_status(self) -> dict:
+        if self._replay is None:
+            return {"all": "Pyro route (replay off, or the ELBO does not declare replayable)"}
+        return self._replay.status
+
+    def _pyro_step(self, *batch):
+        return self.elbo.loss_and_grads(self.model, self.guide, *batch)
+
+    def _differentiable_loss(self, *batch):
+        return self.elbo.differentiable_loss(self.model, self.guide, *batch)
 
     def loss_and_grads(self, *batch):
-        return self.elbo.loss_and_grads(self.model, self.guide, *batch)
+        return self._pyro_step(*batch) if self._replay is None else self._replay(*batch)
 
     def loss(self, *batch):
         return self.elbo.loss(self.model, self.guide, *batch)

@@ -20,6 +20,9 @@ class ObjectiveSpec:
     name: str = option("elbo", doc="training objective", choices=("elbo", "iwae"))
     num_particles: int = option(1, doc="samples per datapoint (k of the IWAE bound)", min=1)
     dreg: bool = option(False, doc="doubly-reparameterised guide gradients (iwae)")
+    replay: bool = option(True, doc="run each update as the tensor program recorded from the first, without Pyro's "
+                          "handlers (same losses, gradients and random numbers; checked against Pyro, which takes over "
+                          "when they differ; not with dreg)")
 
     def validate(self):
         if self.dreg and self.name != "iwae":
@@ -53,7 +56,7 @@ class VAEFamily(DirectedFamily):
         o = spec.objective
         elbo = (IWAEELBO(num_particles=o.num_particles, dreg=o.dreg) if o.name == "iwae"
                 else MultiSampleELBO(num_particles=o.num_particles))
-        return PyroObjective(elbo, module.model, module.guide)
+        return PyroObjective(elbo, module.model, module.guide, replay=o.replay)
 
     def latent_decoder(self, module):
         """z ~ N(0, I) and the decoder's own likelihood p(x | z) (Bernoulli, continuous Bernoulli or Gaussian),

@@ -1,0 +1,200 @@
+"""Replay a Pyro objective as the tensor program it traces to, without Pyro's handlers on every step.
+
+A VAE step through Pyro spends a fifth of its time in the effect handlers
+(messages, plates, traces, ``pyro.module`` re-registering every parameter),
+none of it tensor work. For a model/guide pair whose structure depends only on
+the shapes of its inputs (no branch on a tensor's value, no Python state that
+changes between steps), the tensor operations of one step, sampling included,
+are the same every step. :func:`torch.fx.experimental.proxy_tensor.make_fx`
+records them once at the ATen level; later steps run the recording. Parameters
+are captured by reference (an optimiser's in-place update is seen), random ops
+are recorded as ops that draw from the global generator afresh, and the
+recording calls the same kernels in the same order as the Pyro route, so the
+losses, the gradients and the random stream are the same, bit for bit on CPU
+(tests/inference/test_trace_replay.py trains with and without it).
+
+What keeps it honest:
+
+- a program that reads a traced value into Python (``.item()``, a branch on a
+  tensor) cannot be recorded (make_fx refuses), and one whose recording mutates
+  a captured tensor (a BatchNorm's running mean) is not replayed: both stay on
+  the Pyro route;
+- the first call of every input signature is Pyro's own (it guesses plate
+  nesting and registers parameters); the second is recorded while it runs, so
+  recording draws nothing extra (an abandoned recording is undone: random state
+  and buffers restored, the step re-taken through Pyro);
+- the first replay of every signature, and every ``check_every``-th call after
+  it, runs the Pyro route for real and the recording on the same random state,
+  and compares the loss and every gradient; a mismatch puts that signature back
+  on the Pyro route for good, with a warning naming it.
+
+Only objectives that declare ``replayable = True`` use it: those whose
+``loss_and_grads`` is exactly ``differentiable_loss(...).backward()`` with no
+other side effect (a running baseline, an annealed weight read as a float).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from pyro.infer.util import is_validation_enabled
+
+__all__ = ["TraceReplay"]
+
+
+def _signature(batch) -> tuple:
+    return tuple((tuple(t.shape), t.dtype, t.device, t.requires_grad) if isinstance(t, torch.Tensor) else ("value", t)
+                 for t in batch) + (torch.is_grad_enabled(),)
+
+
+def _devices(batch) -> list:
+    return sorted({t.device.index or 0 for t in batch if isinstance(t, torch.Tensor) and t.device.type == "cuda"})
+
+
+def _root(node):
+    """The node a view chain starts from (a view's output aliases its first input)."""
+    while (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+           and node.target._schema.returns and node.target._schema.returns[0].alias_info is not None and node.args):
+        node = node.args[0]
+    return node
+
+
+def _mutating_ops(graph) -> list:
+    """In-place ops on captured tensors or inputs (a BatchNorm's running mean), which a replay would repeat;
+    in-place ops on the program's own fresh tensors (``normal_`` on a new buffer) are harmless."""
+    found = set()
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        for arg, value in zip(node.target._schema.arguments, node.args):
+            if (arg.alias_info is not None and arg.alias_info.is_write and hasattr(value, "op")
+                    and _root(value).op in ("get_attr", "placeholder")):
+                found.add(str(node.target))
+    return sorted(found)
+
+
+class TraceReplay:
+    """``loss_and_grads(*batch)`` through a recording of ``differentiable_loss``, falling back to ``pyro_step``.
+
+    :param pyro_step: the Pyro route: ``pyro_step(*batch)`` returns the loss as a float and accumulates gradients.
+    :param differentiable_loss: ``differentiable_loss(*batch)`` returns the same loss as a tensor whose
+        ``backward()`` accumulates the same gradients.
+    :param buffers: ``buffers()`` lists the tensors the program may update in place (a module's buffers), restored
+        when a recording is abandoned so that the step it stood for runs once, through Pyro.
+    :param int check_every: compare against the Pyro route every this many calls of a signature.
+    :param float rtol: relative tolerance of that comparison (loss and gradients).
+    """
+
+    def __init__(self, pyro_step: Callable, differentiable_loss: Callable, buffers: Callable = list,
+                 check_every: int = 1000, rtol: float = 1e-5):
+        self.pyro_step, self.differentiable_loss, self.buffers = pyro_step, differentiable_loss, buffers
+        self.check_every, self.rtol = check_every, rtol
+        self._graphs: dict = {}  # signature -> recorded GraphModule, or the reason it runs Pyro's route
+        self._calls: dict = {}
+
+    @property
+    def status(self) -> dict:
+        """Per input shape: ``"replayed"`` or why that signature runs the Pyro route."""
+        return {str([s[0] for s in key[:-1]]): ("replayed" if not isinstance(g, str) else g)
+                for key, g in self._graphs.items()}
+
+    def __call__(self, *batch) -> float:
+        if not torch.is_grad_enabled() or is_validation_enabled():  # validation is what the Pyro route is for
+            return self.pyro_step(*batch)
+        key = _signature(batch)
+        graph = self._graphs.get(key)
+        calls = self._calls[key] = self._calls.get(key, 0) + 1
+        if isinstance(graph, str) or (graph is None and calls == 1):  # the first is Pyro's own: it guesses plate
+            return self.pyro_step(*batch)                                # nesting and registers the parameters
+        if graph is None:
+            return self._recorded_step(key, batch)
+        if calls == 3 or calls % self.check_every == 0:
+            return self._checked_step(key, graph, batch)
+        loss = graph(*batch)
+        if loss.requires_grad:
+            loss.backward()
+        return loss.item()
+
+    def _refuse(self, key, reason: str) -> str:
+        self._graphs[key] = reason
+        return reason
+
+    def _recorded_step(self, key, batch) -> float:
+        """This step, run once for real while make_fx records it (so recording costs no extra draw or update)."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        devices = _devices(batch)
+        rng, saved = _rng_state(devices), [(b, b.clone()) for b in self.buffers()]
+        ran = {}
+
+        def program(*args):
+            ran["loss"] = self.differentiable_loss(*args)
+            return ran["loss"]
+
+        reason = None
+        try:
+            graph = make_fx(program)(*batch)
+        except Exception as e:  # noqa: BLE001 -- whatever stops the recording, the Pyro route still works
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reason = f"Pyro route: the program cannot be recorded ({first[:160]})"
+        else:
+            mutating = _mutating_ops(graph)
+            if mutating:
+                reason = f"Pyro route: the program updates tensors in place ({', '.join(mutating[:3])})"
+        if reason is not None:  # undo the abandoned run, then take the step through Pyro
+            _set_rng_state(rng, devices)
+            for buffer, value in saved:
+                buffer.copy_(value)
+            self._refuse(key, reason)
+            return self.pyro_step(*batch)
+        self._graphs[key] = graph
+        loss = ran["loss"]
+        if loss.requires_grad:
+            loss.backward()
+        return loss.item()
+
+    def _checked_step(self, key, graph, batch) -> float:
+        """The Pyro route's step, and the recording's on the same random state, compared."""
+        captured = {id(t): t for t in (getattr(graph, n.target) for n in graph.graph.nodes if n.op == "get_attr")
+                    if isinstance(t, torch.Tensor)}
+        params = [t for t in captured.values() if t.requires_grad]
+        before = [None if p.grad is None else p.grad.clone() for p in params]
+        devices = _devices(batch)
+        state = _rng_state(devices)
+        loss = self.pyro_step(*batch)
+        with torch.random.fork_rng(devices=devices):
+            _set_rng_state(state, devices)
+            replayed = graph(*batch)
+            grads = (torch.autograd.grad(replayed, params, allow_unused=True) if replayed.requires_grad
+                     else [None] * len(params))
+        problem = None
+        if not _close(torch.tensor(loss), replayed.detach().cpu(), self.rtol):
+            problem = f"loss {replayed.item():.9g} against Pyro's {loss:.9g}"
+        for p, b, g in zip(params, before, grads):
+            pyro_g = None if p.grad is None else (p.grad if b is None else p.grad - b)
+            if problem is None and not _close(pyro_g, g, self.rtol):
+                problem = f"a gradient of shape {list(p.shape)} differs from Pyro's"
+        if problem is not None:
+            self._refuse(key, f"Pyro route: the recording no longer matches ({problem})")
+            warnings.warn(f"trace replay: the recorded program no longer matches the Pyro route ({problem}); "
+                          "this input shape runs through Pyro from now on", RuntimeWarning, stacklevel=3)
+        return loss
+
+
+def _rng_state(devices) -> tuple:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng_state(state, devices) -> None:
+    torch.set_rng_state(state[0])
+    for d, s in zip(devices, state[1]):
+        torch.cuda.set_rng_state(s, d)
+
+
+def _close(a, b, rtol: float) -> bool:
+    if a is None or b is None:
+        return (a is None or not bool(a.any())) and (b is None or not bool(b.any()))
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return bool(torch.allclose(a.to(b.device), b, rtol=rtol, atol=rtol * max(scale, 1e-12)))
