@@ -239,8 +239,21 @@ class NADE(AutoregressiveBernoulliModel):
         self.bias = nn.Parameter(torch.zeros(arch.x_dim))
 
     def conditional_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and self.W.requires_grad):
+            return self._pixel_loop_logits(x)
         rows = max(1, BLOCK_ELEMENTS // (self.x_dim * self.arch.hidden))
         return torch.cat([self._block_logits(block) for block in x.split(rows)]) if x.shape[0] else x.clone()
+
+    @torch.no_grad()
+    def _pixel_loop_logits(self, x: torch.Tensor) -> torch.Tensor:
+        # Larochelle & Murray's loop, the pre-activation updated in place pixel by pixel: without autograd
+        # the (N, H) state stays in cache, 1.7-2x faster than the blocks (benchmarks/nade_vs_plain.py)
+        a = self.c.expand(x.shape[0], -1).clone()
+        logits = torch.empty_like(x)
+        for d in range(self.x_dim):
+            torch.mv(torch.sigmoid(a), self.V[d], out=logits[:, d])
+            a.addr_(x[:, d], self.W[:, d])
+        return logits.add_(self.bias)
 
     def _block_logits(self, x: torch.Tensor) -> torch.Tensor:
         contributions = x.unsqueeze(-1) * self.W.T  # (N, D, H): pixel j's term W_{:,j} x_j

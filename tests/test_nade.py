@@ -84,6 +84,19 @@ def test_nade_blocks_of_rows_do_not_change_log_prob(monkeypatch):
     assert module.log_prob(x[:0]).shape == (0,)
 
 
+def test_nade_evaluation_loop_equals_the_training_blocks():
+    # without autograd NADE scores pixel by pixel (in place); with it, by blocks of cumulative sums
+    module, x = nade(7, 4), torch.bernoulli(torch.full((30, 7), 0.5))
+    with torch.no_grad():
+        module.W.mul_(40)  # weights far from zero, so that a wrong pre-activation shows
+    with torch.no_grad():
+        looped = module.log_prob(x)
+    blocked = module.log_prob(x)
+    assert blocked.requires_grad and not looped.requires_grad
+    assert torch.allclose(looped, blocked.detach(), atol=1e-5)
+    assert torch.allclose(looped.double(), naive_log_prob(module, x), atol=1e-4)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_markov_chain_of_pixel_sites_has_the_vectorised_log_density(name):
     module = MODELS[name](5)
