@@ -82,7 +82,8 @@ class DirectedFamily(DirectedQueries, Family):
         module.cpu()
         metrics = run.save_trained(module, {
             "family": spec.family, **self.run_metrics(spec), "resumed_from_epoch": result.resumed_from,
-            "stopped_early": result.stopped_early, "image_shape": list(data.image_shape), "history": result.history})
+            "stopped_early": result.stopped_early, "image_shape": list(data.image_shape), "history": result.history,
+            **({"replay": objective.replay_status} if hasattr(objective, "replay_status") else {})})
         self.save_curves(spec, result.history, run.path(CURVE))
         return metrics
 

@@ -158,3 +158,25 @@ def test_validation_and_no_grad_run_the_pyro_route():
         for _ in range(3):
             objective.loss_and_grads(x)
     assert objective.replay_status == {}  # nothing recorded while Pyro validates
+
+
+@pytest.mark.parametrize("family", ["vae", "iwae"])
+def test_families_that_replay_by_default_train_as_the_pyro_route(family, tmp_path, capsys):
+    """The families whose default is objective.replay=true: a run with it and one without end alike."""
+    import json
+
+    from ppl_models.cli import main
+
+    histories = {}
+    for replay in ("true", "false"):
+        out = str(tmp_path / replay)
+        assert main(["train", family, "--dataset", "digits", "--no-progress", "--seed", "3", "--epochs", "2",
+                     "--set", "model.hidden=[16]", "--set", "z_dim=2", "--eval-particles", "10",
+                     "--set", f"objective.replay={replay}", "--out", out]) == 0
+        with open(f"{out}/metrics.json") as f:
+            metrics = json.load(f)
+        histories[replay] = [(h["train_loss"], h.get("valid_loss")) for h in metrics["history"]]
+        ran_on = set(metrics["replay"].values())
+        assert ran_on == ({"replayed"} if replay == "true" else {metrics["replay"]["all"]}), metrics["replay"]
+    capsys.readouterr()
+    assert histories["true"] == histories["false"]
