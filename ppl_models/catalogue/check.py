@@ -6,8 +6,10 @@ A reduced check trains the reduced protocol into a temporary directory through t
 :func:`~ppl_models.catalogue.train` a user runs), re-evaluates it when the protocol says so, and compares the
 metric with the reduced value: out of tolerance is a failure. ``--full`` does the same with the figure's own
 protocol and compares with the README value: a failure when they differ by more than
-:data:`FULL_STANDARD_ERRORS` standard errors. Either way every line shows today's value, the reference, the
-difference and the difference in standard errors (the reference's, or where it has none today's).
+:data:`FULL_STANDARD_ERRORS` standard errors (for a figure with no standard error at all, an MMD² or an exact
+value: when today's value does not round to it at the precision it was recorded at). Either way every line shows
+today's value, the reference, the difference and the difference in standard errors (the reference's, or where it
+has none today's).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Callable, Optional
 
 from .references import Protocol, Record, records_of
@@ -65,7 +68,8 @@ class Verdict:
         z = self.in_standard_errors
         z_text = f"{z:+.2f} se" if z is not None else "no standard error"
         bound = (f"tolerance ± {self.tolerance:.3g}" if not self.full
-                 else f"limit {FULL_STANDARD_ERRORS:g} se")
+                 else f"limit {FULL_STANDARD_ERRORS:g} se" if z is not None
+                 else f"limit ± {self.tolerance:.2g}, the value's recorded precision")
         verdict = "ok" if self.ok else "OUT OF TOLERANCE"
         return (f"{r.name} ({mode}, {r.metric['key']}): today {today}, reference {ref}, difference "
                 f"{self.difference:+.4f} ({z_text}; {bound}), {self.seconds:.0f}s: {verdict}")
@@ -90,6 +94,11 @@ def run_protocol(family: str, protocol: Protocol, log: Callable[[str], None] = l
     return metrics
 
 
+def recorded_precision(value: float) -> float:
+    """Half a unit of the last decimal ``value`` was recorded with (0.0342 -> 0.00005, 293.17 -> 0.005)."""
+    return 0.5 * 10.0 ** Decimal(repr(float(value))).as_tuple().exponent
+
+
 def check_record(record: Record, full: bool = False, run: Optional[Callable] = None) -> Verdict:
     """Re-run one record (reduced, or ``full``) and judge it; ``run(family, protocol) -> metrics`` (default
     :func:`run_protocol`) does the re-running."""
@@ -112,7 +121,11 @@ def check_record(record: Record, full: bool = False, run: Optional[Callable] = N
     if full:
         verdict.reference = record.value
         z = verdict.in_standard_errors
-        verdict.ok = abs(verdict.difference) == 0 if z is None else abs(z) <= FULL_STANDARD_ERRORS
+        if z is None:  # nothing to scale by: the figure as recorded (rounded), so half a unit of its last digit
+            verdict.tolerance = recorded_precision(record.value)
+            verdict.ok = abs(verdict.difference) <= verdict.tolerance * (1 + 1e-9)
+        else:
+            verdict.ok = abs(z) <= FULL_STANDARD_ERRORS
     else:
         verdict.reference, verdict.tolerance = protocol.value, protocol.tolerance
         verdict.ok = abs(verdict.difference) <= protocol.tolerance
