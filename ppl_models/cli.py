@@ -243,6 +243,14 @@ def _add_check_parser(sub) -> None:
     c.set_defaults(func=cmd_check)
 
 
+#: --estimator's choices per family and query (tests/test_cli.py checks them against each family's own)
+ESTIMATOR_HELP = (
+    "per family: log_prob: auto|exact|ais (rbm, gbrbm, fvbm); auto|exact|bound|ais (dbm); auto|exact|bound (dbn); "
+    "auto|exact|importance|latent_ais (vae, iwae, dcim, mixture, sbn, nade, fvsbn; latent_ais needs one Gaussian "
+    "latent and a decoder: vae, iwae); posterior: mean_field|gibbs (dbm); auto|exact|guide|importance_resampling "
+    "(every other family that answers posterior); any other value is refused naming the family's own")
+
+
 def _add_query_parser(sub) -> None:
     q = sub.add_parser("query", help="ask a trained model a question: sample, log_prob, posterior, complete or "
                        "classify; JSON with each answer's estimator and uncertainty")
@@ -260,9 +268,7 @@ def _add_query_parser(sub) -> None:
                    "per input; complete: completions per input; classify: forward samples")
     q.add_argument("--particles", type=positive_int, default=None, help="importance samples per input (directed "
                    "log_prob, posterior, complete) or AIS runs (energy log_prob)")
-    q.add_argument("--estimator", default=None, help="log_prob: auto|exact|importance (directed; vae and iwae "
-                   "also latent_ais), auto|exact|ais "
-                   "(energy); posterior: auto|exact|guide|importance_resampling (directed)")
+    q.add_argument("--estimator", default=None, help=ESTIMATOR_HELP)
     q.add_argument("--mask", default=None, help="complete: the OBSERVED pixels: top, bottom, left, right (that half), "
                    "random:F (a fraction F, --mask-seed), or a .npy / .png file (nonzero = observed); default top")
     q.add_argument("--mask-seed", type=seed, default=None, help="seed of a random mask (default 0)")

@@ -51,12 +51,26 @@ __all__ = ["MAX_EXACT_LAYER_UNITS", "DeepBeliefNet"]
 
 #: exact_log_prob enumerates every hidden layer below the top, one pair of layers at a time (2^a x 2^b terms)
 MAX_EXACT_LAYER_UNITS = 12
+#: exact_log_prob's images per block: 256 x 2^12 float64 terms (8 MB) at the largest layer it enumerates
+EXACT_CHUNK = 256
 
 
 def _states(n: int, like: torch.Tensor) -> torch.Tensor:
     """All of {0,1}^n in binary counting order (unit 0 the most significant bit)."""
     index = torch.arange(2**n, device=like.device)
     return ((index.unsqueeze(-1) >> torch.arange(n - 1, -1, -1, device=like.device)) & 1).to(like.dtype)
+
+
+def _sum_out(logits: torch.Tensor, message: torch.Tensor, below: torch.Tensor, chunk_size) -> torch.Tensor:
+    r""":math:`\log \sum_z p(b \mid z)\, e^{m(z)}` for every row ``b`` of ``below`` (float64, ``(B,)``), where
+    ``logits`` (``(S, D)``) are :math:`p(b \mid z)`'s Bernoulli logits for each of the S states z. The log-Bernoulli
+    is linear in b, :math:`b^\top \ell - \sum \mathrm{softplus}(\ell)`, so a block of rows costs one
+    ``(rows, S)`` matrix product, not an ``(S, rows, D)`` tensor."""
+    logits = logits.double()
+    offset = message - F.softplus(logits).sum(-1)  # (S,)
+    step = max(below.shape[0], 1) if chunk_size is None else chunk_size
+    return torch.cat([torch.logsumexp(block.double() @ logits.T + offset, -1) for block in below.split(step)]
+                     + [offset.new_zeros(0)])  # (an empty batch gives an empty answer)
 
 
 def _bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -275,15 +289,23 @@ class DeepBeliefNet(nn.Module):
 
     # -- exact, for small nets
     @torch.no_grad()
-    def exact_log_prob(self, v: torch.Tensor, log_z_top: float | None = None) -> torch.Tensor:
+    def exact_log_prob(self, v: torch.Tensor, log_z_top: float | None = None,
+                       chunk_size: int | None = EXACT_CHUNK) -> torch.Tensor:
         r"""Exact :math:`\log p(v)` (float64, shape ``(N,)``), summing out the hidden layers below the top one
         pair at a time (a chain: :math:`\sum_{z_l} p(z_{l-1} \mid z_l)\, m_l(z_l)`), the top RBM's
         :math:`z_L` in closed form. Needs every layer :math:`z_1 .. z_{L-1}` of at most
-        :data:`MAX_EXACT_LAYER_UNITS` units; :math:`\log Z_{\text{top}}` is enumerated too unless given."""
+        :data:`MAX_EXACT_LAYER_UNITS` units; :math:`\log Z_{\text{top}}` is enumerated too unless given.
+
+        Memory is bounded: each log-conditional is a matrix product (``2^a x 2^b`` or ``N x 2^a``, never with a
+        unit axis), taken over at most ``chunk_size`` images (or states of the layer below) at a time
+        (None: all at once)."""
         sizes, top = self.layer_sizes[1:-1], self.top
         if any(n > MAX_EXACT_LAYER_UNITS for n in sizes):
             raise SpecError(f"exact log p(v) enumerates the hidden layers below the top ({sizes}): each must have at "
                             f"most {MAX_EXACT_LAYER_UNITS} units; use the lower bound with AIS instead")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise SpecError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
         like = top.weight
         if log_z_top is None:  # enumerate the top RBM's smaller layer, the other summed out in closed form
             if min(top.num_visible, top.num_hidden) > 20:
@@ -299,8 +321,6 @@ class DeepBeliefNet(nn.Module):
         message = -top.free_energy(states).double()  # log p*_top(z_{L-1}) of every state
         for rbm in reversed(self.rbms[1:-1]):  # message to the layer below: m(z') = log sum_z p(z' | z) m(z)
             below = _states(rbm.num_visible, like)
-            log_cond = _bernoulli_log_prob(rbm.visible_logits(states).unsqueeze(1), below.unsqueeze(0)).double()
-            message = torch.logsumexp(log_cond + message.unsqueeze(1), 0)
+            message = _sum_out(rbm.visible_logits(states), message, below, chunk_size)
             states = below
-        log_cond = _bernoulli_log_prob(self.rbms[0].visible_logits(states).unsqueeze(1), v.unsqueeze(0)).double()
-        return torch.logsumexp(log_cond + message.unsqueeze(1), 0) - log_z_top
+        return _sum_out(self.rbms[0].visible_logits(states), message, v, chunk_size) - log_z_top

@@ -28,7 +28,7 @@ def test_list_and_spec(capsys):
     assert code == 0 and "vae" in out and "iwae" in out
     code, out, _ = run_cli(capsys, "spec", "iwae", "--json")
     spec = json.loads(out)
-    assert spec["family"] == "iwae" and spec["objective"] == {"name": "iwae", "num_particles": 5, "dreg": False}
+    assert spec["family"] == "iwae" and spec["objective"] == {"name": "iwae", "num_particles": 5, "dreg": False, "replay": True}
     code, out, _ = run_cli(capsys, "spec", "vae", "--describe")
     assert "model.z_dim" in out and "train.epochs" in out
 
@@ -172,3 +172,40 @@ def test_a_run_directory_from_before_the_unified_train_section_is_still_the_same
     assert run_cli(capsys, "evaluate", old, "--no-progress")[0] == 0
     code, out, err = run_cli(capsys, "train", "vae", *TINY, "--out", old)
     assert code == 0 and "test NLL" in out, err
+
+
+def _estimator_groups(help_text: str) -> dict:
+    """{kind: [(choices, families text)]} of --estimator's help: 'log_prob: a|b (x, y); c|d (z); posterior: ...'."""
+    import re
+    groups = {}
+    for kind, body in re.findall(r"(log_prob|posterior): (.*?)(?=; (?:log_prob|posterior):|; any other|$)", help_text):
+        groups[kind] = [(tuple(c.split("|")), fams) for c, fams in re.findall(r"([a-z_]+(?:\|[a-z_]+)+) \(([^)]*)\)", body)]
+    return groups
+
+
+def test_estimator_help_names_each_familys_own_choices(capsys):
+    """The help is checked against the families: each family's estimator choices (as its query refuses a wrong
+    one) are those of the group that names it, or, for posterior, of the 'every other family' group."""
+    import inspect
+    import re
+
+    from ppl_models import catalogue
+    from ppl_models.cli import ESTIMATOR_HELP
+    from ppl_models.errors import SpecError
+    code, out, _ = run_cli(capsys, "query", "--help")
+    assert code == 0 and "per family: log_prob:" in " ".join(out.split()), out
+    groups = _estimator_groups(ESTIMATOR_HELP)
+    assert set(groups) == {"log_prob", "posterior"}, groups
+    for name, fam in catalogue.FAMILIES.items():
+        for kind in ("log_prob", "posterior"):
+            method = getattr(fam, f"query_{kind}")
+            named = [c for c, fams in groups[kind] if re.search(rf"\b{name}\b", fams.split(";")[0])]
+            if "estimator" not in inspect.signature(method).parameters:
+                assert not named, f"{name} {kind} takes no estimator but the help names it"
+                continue
+            with pytest.raises(SpecError) as info:
+                method(None, None, estimator="not-an-estimator")
+            own = tuple(re.match(r"estimator must be one of (.*), got", str(info.value)).group(1).split(", "))
+            if not named and kind == "posterior":
+                named = [c for c, fams in groups[kind] if "every other family" in fams]
+            assert named == [own], (name, kind, named, own)

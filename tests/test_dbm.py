@@ -7,6 +7,7 @@ the joint-training statistic against the hand-derived gradient, the pretraining 
 and bad input.
 """
 
+import json
 import math
 
 import pytest
@@ -221,6 +222,31 @@ def test_a_pretraining_schedule_for_the_wrong_number_of_layers_is_a_one_line_err
                            "--set", "pretrain.epochs=[1,2]", "--epochs", "1", "--out", str(out))
     assert code == 2 and "pretrain.epochs gives 2" in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_training_time_is_pretraining_plus_joint_and_survives_a_resume(capsys, tmp_path):
+    """train_seconds is the whole training (each pretraining layer's epochs + the joint epochs), not the joint
+    phase's alone, and a run that resumes finished pretraining layers keeps their time (from their histories)."""
+    out = tmp_path / "run"
+    argv = ["train", "dbm", "--dataset", "digits", "--no-progress", "--set", "model.hidden=[6,4]",
+            "--set", "pretrain.epochs=[2,1]", "--epochs", "1", "--set", "train.ais_temperatures=100",
+            "--eval-particles", "4", "--set", "train.sample_sweeps=2", "--out", str(out)]
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    layers = m["pretrain_seconds_per_layer"]
+    assert len(layers) == 2 and all(s > 0 for s in layers), m
+    assert m["joint_seconds"] == pytest.approx(sum(h["seconds"] for h in m["history"]))
+    assert m["pretrain_seconds"] == pytest.approx(sum(layers))
+    assert m["train_seconds"] == pytest.approx(m["pretrain_seconds"] + m["joint_seconds"])
+    assert m["train_seconds"] > m["joint_seconds"]
+    assert f"pretraining {layers[0]:.0f} + {layers[1]:.0f}s" in stdout, stdout
+    for name in ("model.pt", "metrics.json", "checkpoint.pt"):  # joint phase lost; pretraining checkpoints kept
+        (out / name).unlink()
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["pretrain_seconds_per_layer"] == pytest.approx(layers)  # resumed: the layers' recorded time
 
 
 def test_exact_log_p_refuses_a_large_odd_block():

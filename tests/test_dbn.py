@@ -71,6 +71,30 @@ def test_exact_log_prob_and_the_lower_bound_against_brute_force():
     assert bool(((estimate - bound).abs() < 4 * stderr + 1e-3).all()), (estimate - bound, stderr)
 
 
+def test_exact_log_prob_in_chunks_equals_it_in_one_block():
+    """Chunking over images (and over the states of the layers summed out) changes nothing but the memory."""
+    dbn = tiny_dbn((5, 4, 3, 3, 2), seed=3)
+    v = states(5)
+    whole = dbn.exact_log_prob(v, chunk_size=None)
+    assert float(torch.logsumexp(whole, 0)) == pytest.approx(0.0, abs=1e-6)  # a distribution over all 2^5 images
+    for chunk in (1, 3, 7, 32, 1000):
+        assert torch.allclose(dbn.exact_log_prob(v, chunk_size=chunk), whole, atol=1e-10, rtol=0), chunk
+    assert dbn.exact_log_prob(v[:0]).shape == (0,)
+    with pytest.raises(SpecError, match="chunk_size must be a positive integer or None, got 0"):
+        dbn.exact_log_prob(v, chunk_size=0)
+
+
+def test_exact_log_prob_of_a_wide_net_needs_no_image_by_state_by_pixel_tensor():
+    """784 visible units under a 12-unit layer: the old (2^12, N, 784) broadcast was 12.8 GB at N = 1,000;
+    one (N, 2^12) product per block of images is megabytes."""
+    torch.manual_seed(0)
+    dbn = DeepBeliefNet([784, 12, 12, 3], weight_scale=0.1)
+    v = torch.bernoulli(torch.full((300, 784), 0.3))
+    log_p = dbn.exact_log_prob(v)
+    assert log_p.shape == (300,) and bool(torch.isfinite(log_p).all())
+    assert torch.allclose(dbn.exact_log_prob(v[:5]), log_p[:5], atol=1e-8, rtol=0)
+
+
 def test_a_single_rbm_dbn_is_exact():
     dbn = tiny_dbn((5, 3))
     v = states(5)

@@ -138,11 +138,12 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
     def _fit_options(self, spec, **changes) -> dict:
         return {**spec.train.fit_options(), **changes}
 
-    def pretrain(self, spec, run, x, transform, progress, log) -> DBM:
-        """Greedy layer-wise pretraining (each RBM through the shared driver, resumable) composed into a DBM."""
+    def pretrain(self, spec, run, x, transform, progress, log) -> tuple[DBM, list]:
+        """Greedy layer-wise pretraining (each RBM through the shared driver, resumable) composed into a DBM;
+        with each layer's training seconds, summed over its epochs' (a resumed layer keeps its earlier time)."""
         p, o = spec.pretrain, spec.objective
         rbms = pretraining_rbms(self.layer_sizes(spec), spec.model.weight_scale)
-        inputs = x
+        inputs, seconds = x, []
         for l, (rbm, epochs) in enumerate(zip(rbms, p.epochs), start=1):
             rbm.to(x.device)
             if l == 1:
@@ -151,12 +152,14 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
             log(f"pretraining layer {l}: RBM {rbm.layer_visible}x{rbm.layer_hidden} with {rbm.visible_copies} visible / "
                 f"{rbm.hidden_copies} hidden tied copies, PCD-{p.k}, {count(epochs, 'epoch')}")
             cd = ContrastiveDivergence(rbm, k=p.k, persistent=True, num_chains=o.num_chains, data_statistics=rbm.tile)
-            energy_base.fit(cd, (inputs,), module=rbm, **self._fit_options(spec, epochs=epochs, lr=p.lr, patience=None),
-                            decay=["weight"], transform=transform if l == 1 else None,
-                            checkpoint_path=run.path(f"pretrain_layer{l}.pt"), progress=progress, log=log)
+            result = energy_base.fit(cd, (inputs,), module=rbm,
+                                     **self._fit_options(spec, epochs=epochs, lr=p.lr, patience=None),
+                                     decay=["weight"], transform=transform if l == 1 else None,
+                                     checkpoint_path=run.path(f"pretrain_layer{l}.pt"), progress=progress, log=log)
+            seconds.append(sum(h.get("seconds", 0.0) for h in result.history))
             with torch.no_grad():
                 inputs = rbm.up(inputs)  # the next RBM's data: this layer's probabilities given the one below
-        return compose_dbm([r.cpu() for r in rbms])
+        return compose_dbm([r.cpu() for r in rbms]), seconds
 
     def train(self, spec, run, data, progress, log) -> dict:
         t = spec.train
@@ -165,14 +168,13 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
         valid = data.valid.x.to(device) if data.valid is not None else None
         transform = data.train_transform
         sizes = self.layer_sizes(spec)
-        started = time.perf_counter()
+        pretrain_seconds = []  # per layer, from the layers' histories: a resumed run reports its whole time
         if spec.pretrain.epochs:
-            module = self.pretrain(spec, run, x, transform, progress, log)
+            module, pretrain_seconds = self.pretrain(spec, run, x, transform, progress, log)
         else:
             module = self.build(spec)
             with torch.no_grad():
                 module.biases[0].copy_(module.base_rate(x)[:module.num_data].clamp(-8, 8))
-        pretrain_seconds = time.perf_counter() - started
         module.to(device)
         log(f"training dbm {'-'.join(map(str, sizes))} jointly (mean-field + PCD-{spec.objective.k}, "
             f"{spec.objective.num_chains} chains) on {spec.data.dataset} ({x.shape[0]} images) for "
@@ -197,8 +199,10 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
         metrics = run.save_trained(module, {
             "family": spec.family, "num_visible": sizes[0], "layer_sizes": sizes,
             "training": f"greedy pretraining {spec.pretrain.epochs or 'none'} + mean-field/PCD-{spec.objective.k}",
-            "pretrain_seconds": pretrain_seconds, "train_seconds": time.perf_counter() - started,
-            "resumed_from_epoch": result.resumed_from, "image_shape": list(data.image_shape), "history": result.history})
+            "pretrain_seconds_per_layer": pretrain_seconds, "pretrain_seconds": sum(pretrain_seconds),
+            "joint_seconds": sum(h.get("seconds", 0.0) for h in result.history),
+            "resumed_from_epoch": result.resumed_from, "image_shape": list(data.image_shape), "history": result.history},
+            earlier_seconds=sum(pretrain_seconds))  # train_seconds: pretraining + joint
         save_energy_curves(result.history, run.path(CURVE), title=f"dbm {'-'.join(map(str, sizes))} on {spec.data.dataset}")
         torch.manual_seed(t.seed)
         self._completion_figure(module, data.test.x, tuple(data.image_shape), 16, t.sample_sweeps,
@@ -292,4 +296,8 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
         if "test_log_likelihood_exact" in metrics:
             line += (f"; exact: log Z {metrics['exact_log_z']:.2f}, test log-likelihood "
                      f"{metrics['test_log_likelihood_exact']:.2f}, bound {metrics['test_bound_exact']:.2f}")
+        if "joint_seconds" in metrics:  # runs trained before the per-phase times have train_seconds only
+            layers = " + ".join(f"{s:.0f}" for s in metrics["pretrain_seconds_per_layer"]) or "none"
+            line += (f"; training {metrics['train_seconds']:.0f}s (pretraining {layers}s, joint "
+                     f"{metrics['joint_seconds']:.0f}s)")
         return line

@@ -157,11 +157,12 @@ class RunDirectory:
     def write_metrics(self, metrics: dict) -> None:
         write_json_atomic(metrics, self.path(METRICS))
 
-    def save_trained(self, module: torch.nn.Module, metrics: dict) -> dict:
+    def save_trained(self, module: torch.nn.Module, metrics: dict, earlier_seconds: float = 0.0) -> dict:
         """Write a finished run's weights and metrics atomically. ``train_seconds`` is summed over the
-        history's per-epoch ``seconds``, so a run resumed after a kill reports its whole training time."""
+        history's per-epoch ``seconds``, so a run resumed after a kill reports its whole training time,
+        plus ``earlier_seconds``: phases the history does not hold (a DBM's pretraining)."""
         metrics = dict(metrics)
-        metrics["train_seconds"] = sum(h.get("seconds", 0.0) for h in metrics.get("history", []))
+        metrics["train_seconds"] = earlier_seconds + sum(h.get("seconds", 0.0) for h in metrics.get("history", []))
         save_atomic(module.state_dict(), self.path(WEIGHTS))
         self.write_metrics(metrics)
         return metrics
