@@ -1,4 +1,4 @@
-r"""The non-saturating GAN objective with one-sided label smoothing, as an alternating :class:`~inference.training.Objective`.
+r"""The non-saturating GAN objective (label smoothing, optional R1 penalty), an alternating :class:`~inference.training.Objective`.
 
 A discriminator :math:`D(x) = \sigma(g(x))` and a generator :math:`x = G(z)`,
 :math:`z \sim p(z)`, play Goodfellow et al.'s game. The discriminator minimises
@@ -23,6 +23,27 @@ fakes confidently):
     L_G = -\sum_{j=1}^{n} \log \sigma(g(G(z_j))), \qquad
     \frac{\partial L_G}{\partial g_j} = -\sigma(-g_j) = D(G(z_j)) - 1.
 
+A second stabiliser, off by default, is Mescheder et al.'s R1 penalty: the
+discriminator's loss gains
+
+.. math::
+
+    R_1 = \frac{\gamma}{2} \sum_{i=1}^{n} \lVert \nabla_x g(x_i) \rVert^2,
+
+the squared gradient of the discriminator's *logit* with respect to its input,
+on the training images only. It penalises a discriminator whose decision
+surface is steep where the data lie, which is what makes the game oscillate
+near equilibrium instead of converging (Mescheder et al. 2018, section 4.1); it
+leaves the generator's loss unchanged. The gradient is taken with respect to
+the images exactly as they are given to the discriminator (the catalogue's GAN:
+grey levels in [0, 1]; its discriminator standardises them to [-1, 1] inside, so
+its gradient there is twice that on the standardised scale, and a
+:math:`\gamma` quoted for images in [-1, 1] is four times this one). Each
+image's gradient comes from one backward pass through the sum of the logits,
+which is exact because the discriminator scores every image on its own (no
+batch normalisation); the penalty's own gradient in the parameters is a second
+derivative (``create_graph=True``).
+
 Both are sums over the batch (``n`` generated images per ``n`` training
 images), the driver's convention. The objective has two ``phases``:
 :func:`inference.training.fit` takes one optimiser step on the discriminator's
@@ -37,6 +58,7 @@ References:
  [1] Goodfellow, Pouget-Abadie, Mirza, Xu, Warde-Farley, Ozair, Courville, Bengio. Generative Adversarial
      Nets. NeurIPS 2014.
  [2] Salimans, Goodfellow, Zaremba, Cheung, Radford, Chen. Improved Techniques for Training GANs. NeurIPS 2016.
+ [3] Mescheder, Geiger, Nowozin. Which Training Methods for GANs do actually Converge? ICML 2018.
 
 Example::
 
@@ -55,7 +77,7 @@ from torch import nn
 
 from .errors import SpecError
 
-__all__ = ["ImplicitGenerator", "NonSaturatingGAN", "discriminator_loss", "generator_loss"]
+__all__ = ["ImplicitGenerator", "NonSaturatingGAN", "discriminator_loss", "generator_loss", "r1_penalty"]
 
 
 @runtime_checkable
@@ -75,6 +97,15 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, lab
     return real - F.logsigmoid(-fake_logits).mean() * real_logits.shape[0]
 
 
+def r1_penalty(discriminator: nn.Module, x: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:math:`R_1` above for ``n`` training images ``x`` (summed over them), and their logits (reused by
+    :math:`L_D`). The penalty stays differentiable in the discriminator's parameters."""
+    x = x.detach().requires_grad_(True)
+    logits = discriminator(x)
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+    return gamma / 2 * grad.pow(2).reshape(grad.shape[0], -1).sum(), logits
+
+
 def generator_loss(fake_logits: torch.Tensor, n: Optional[int] = None) -> torch.Tensor:
     """:math:`L_G` above, the non-saturating loss, scaled to ``n`` images (default: as many as given)."""
     n = fake_logits.shape[0] if n is None else n
@@ -88,17 +119,23 @@ class NonSaturatingGAN:
     :param discriminator: an ``nn.Module`` mapping images to the logits :math:`g(x)`, shape ``(n,)``.
     :param float label_smoothing: :math:`\\epsilon` in [0, 1): the training images' target is
         :math:`1 - \\epsilon` (0: the plain GAN).
+    :param float gradient_penalty: :math:`\\gamma \\geq 0` of the R1 penalty (0: none).
     """
 
     phases = ("discriminator", "generator")
 
-    def __init__(self, generator: ImplicitGenerator, discriminator: nn.Module, label_smoothing: float = 0.1):
+    def __init__(self, generator: ImplicitGenerator, discriminator: nn.Module, label_smoothing: float = 0.1,
+                 gradient_penalty: float = 0.0):
         if not isinstance(generator, ImplicitGenerator):
             raise SpecError(f"the generator must have sample(n) and parameters(), got {type(generator).__name__}")
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
                 or not math.isfinite(label_smoothing) or not 0 <= label_smoothing < 1:
             raise SpecError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+        if isinstance(gradient_penalty, bool) or not isinstance(gradient_penalty, (int, float)) \
+                or not math.isfinite(gradient_penalty) or gradient_penalty < 0:
+            raise SpecError(f"gradient_penalty must be a finite number >= 0, got {gradient_penalty!r}")
         self.generator, self.discriminator, self.label_smoothing = generator, discriminator, float(label_smoothing)
+        self.gradient_penalty = float(gradient_penalty)
         self._fakes: Optional[torch.Tensor] = None
 
     @property
@@ -119,8 +156,7 @@ class NonSaturatingGAN:
             return self.loss_and_grads(x, phase="discriminator") + self.loss_and_grads(x, phase="generator")
         if phase == "discriminator":
             self._fakes = self._generate(n)
-            loss = discriminator_loss(self.discriminator(x), self.discriminator(self._fakes.detach()),
-                                      self.label_smoothing)
+            loss = self._discriminator_loss(x, self.discriminator(self._fakes.detach()))
             loss.backward(inputs=[p for p in self.discriminator.parameters() if p.requires_grad])
             return loss.item()
         if phase == "generator":
@@ -131,12 +167,20 @@ class NonSaturatingGAN:
             return loss.item()
         raise SpecError(f"unknown phase {phase!r}; the phases are: {', '.join(self.phases)}")
 
+    def _discriminator_loss(self, x: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        """:math:`L_D`, plus :math:`R_1` when :math:`\\gamma > 0`."""
+        if self.gradient_penalty == 0:
+            return discriminator_loss(self.discriminator(x), fake_logits, self.label_smoothing)
+        penalty, real_logits = r1_penalty(self.discriminator, x, self.gradient_penalty)
+        return discriminator_loss(real_logits, fake_logits, self.label_smoothing) + penalty
+
     def loss(self, x: torch.Tensor, *rest: torch.Tensor) -> float:
         """:math:`L_D + L_G` on ``x`` and fresh generated images, without gradients (the validation loss, on the
-        scale of the training loss: the sum of the two phases')."""
+        scale of the training loss: the sum of the two phases', the R1 penalty included)."""
+        n = x.shape[0]
         with torch.no_grad():
-            n = x.shape[0]
             fake_logits = self.discriminator(self._generate(n))
-            real_logits = self.discriminator(x)
-            return float(discriminator_loss(real_logits, fake_logits, self.label_smoothing)
-                         + generator_loss(fake_logits, n))
+        # the R1 penalty is a gradient in the images, even when validating
+        with torch.enable_grad() if self.gradient_penalty else torch.no_grad():
+            d_loss = self._discriminator_loss(x, fake_logits)
+        return float(d_loss.detach() + generator_loss(fake_logits, n))

@@ -112,12 +112,82 @@ def test_the_driver_steps_the_discriminator_then_the_generator():
     assert h["train_loss"] == pytest.approx(h["discriminator_loss"] + h["generator_loss"])
 
 
+class QuadraticDiscriminator(LinearDiscriminator):
+    """g(x) = w.x + b + a/2 |x|^2: grad_x g = w + a x depends on x, so the penalty's gradient in (w, a) needs the
+    second derivative through the images (a linear g's input gradient is w alone)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(-0.6, dtype=torch.float64))
+
+    def forward(self, x):
+        return x @ self.w + self.b + self.a / 2 * (x * x).sum(-1)
+
+
+GAMMA = 2.5
+
+
+def test_r1_penalty_and_its_gradient_match_the_closed_form():
+    """Linear (logistic) D = sigma(w.x + b): grad_x g = w for every image, so R1 = gamma/2 n |w|^2 with gradient
+    gamma n w in w and 0 in b; the discriminator's phase adds both to L_D's, the generator's phase is untouched,
+    and the validation loss adds the penalty."""
+    gen, disc = LinearGenerator(Z), LinearDiscriminator()
+    n, w, b = X.shape[0], disc.w.detach().clone(), disc.b.detach().clone()
+    penalty, logits = adversarial.r1_penalty(disc, X, GAMMA)
+    assert float(penalty.detach()) == pytest.approx(GAMMA / 2 * n * float(w @ w), rel=1e-12)
+    assert torch.allclose(logits, X @ w + b)
+
+    objective = NonSaturatingGAN(gen, disc, label_smoothing=1 - S, gradient_penalty=GAMMA)
+    y = gen.sample(3).detach()
+    loss = objective.loss_and_grads(X, phase="discriminator")
+    want, grad_w, grad_b = hand_discriminator(w, b, y)
+    assert loss == pytest.approx(float(want) + GAMMA / 2 * n * float(w @ w), rel=1e-12)
+    assert torch.allclose(disc.w.grad, grad_w + GAMMA * n * w) and torch.allclose(disc.b.grad, grad_b)
+    assert gen.A.grad is None and gen.c.grad is None
+
+    disc.zero_grad(set_to_none=True)
+    loss = objective.loss_and_grads(X, phase="generator")
+    want_g, grad_a, grad_c = hand_generator(w, b, y)
+    assert loss == pytest.approx(float(want_g), rel=1e-12)  # R1 is the discriminator's alone
+    assert torch.allclose(gen.A.grad, grad_a) and torch.allclose(gen.c.grad, grad_c)
+    assert objective.loss(X) == pytest.approx(float(want + want_g) + GAMMA / 2 * n * float(w @ w), rel=1e-12)
+
+
+def test_r1_penalty_differentiates_through_the_input_gradient():
+    """g(x) = w.x + b + a/2 |x|^2: R1 = gamma/2 sum_i |w + a x_i|^2, so dR1/dw = gamma sum_i (w + a x_i),
+    dR1/da = gamma sum_i (w + a x_i).x_i, dR1/db = 0 (a penalty whose graph were cut at grad_x would give 0)."""
+    disc = QuadraticDiscriminator()
+    w, a = disc.w.detach(), disc.a.detach()
+    slopes = w + a * X  # grad_x g at each image
+    penalty, _ = adversarial.r1_penalty(disc, X, GAMMA)
+    assert float(penalty.detach()) == pytest.approx(GAMMA / 2 * float((slopes ** 2).sum()), rel=1e-12)
+    penalty.backward()
+    assert torch.allclose(disc.w.grad, GAMMA * slopes.sum(0))
+    assert torch.allclose(disc.a.grad, GAMMA * (slopes * X).sum())
+    assert disc.b.grad is None or float(disc.b.grad) == 0.0  # b drops out of grad_x g
+
+
+def test_a_gan_trains_with_the_r1_penalty(capsys, tmp_path):
+    run = str(tmp_path / "gan_r1")
+    code, _, err = run_cli(capsys, "train", "gan", *TINY_GAN, "--set", "objective.gradient_penalty=1.5",
+                           "--epochs", "2", "--out", run)
+    assert code == 0, err
+    assert json.load(open(os.path.join(run, "spec.json")))["objective"]["gradient_penalty"] == 1.5
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    history = metrics["history"]
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor([h["discriminator_loss"], h["generator_loss"],
+                                                                   h["valid_loss"]])).all() for h in history)
+    assert torch.isfinite(torch.tensor(metrics["test_mmd2"]))
+
+
 def test_a_wrong_phase_or_smoothing_is_refused():
     gen, disc = LinearGenerator(Z), LinearDiscriminator()
     with pytest.raises(SpecError, match="unknown phase"):
         NonSaturatingGAN(gen, disc).loss_and_grads(X, phase="critic")
     with pytest.raises(SpecError, match="label_smoothing must lie in"):
         NonSaturatingGAN(gen, disc, label_smoothing=1.0)
+    with pytest.raises(SpecError, match="gradient_penalty must be a finite number >= 0"):
+        NonSaturatingGAN(gen, disc, gradient_penalty=-0.5)
 
 
 @pytest.mark.parametrize("module", [GAN(GANArchitecture(x_dim=6, z_dim=3, generator_hidden=[5])),
@@ -189,6 +259,7 @@ def test_fixed_latent_snapshots_and_a_diverging_gan(capsys, tmp_path, monkeypatc
     ("gan", ["--set", "model.generator_hidden=[]"], "model.generator_hidden must list at least one hidden width"),
     ("gan", ["--set", "model.discriminator_hidden=[0]"], "model.discriminator_hidden must be >= 1"),
     ("gan", ["--set", "objective.label_smoothing=1.5"], "objective.label_smoothing must be <= 0.99"),
+    ("gan", ["--set", "objective.gradient_penalty=-1"], "objective.gradient_penalty must be >= 0.0"),
     ("gmmn", ["--set", "objective.bandwidths=[]"], "objective.bandwidths: bandwidths must list at least one"),
     ("gmmn", ["--set", "objective.bandwidths=[2,-1]"], "objective.bandwidths must be > 0.0"),
     ("gmmn", ["--set", "train.mmd_bandwidths=[]"], "train.mmd_bandwidths: bandwidths must list at least one"),

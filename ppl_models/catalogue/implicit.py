@@ -10,7 +10,8 @@ G(z); they have no density on images, so they are evaluated as Wu et al.
   validation images (:mod:`inference.latent_ais`): a stochastic lower bound on the log-density *of that
   smoothed model*, in nats per image on the grey-level scale [0, 1] (a density: it can be positive).
 
-The GAN trains by the non-saturating loss with one-sided label smoothing (:mod:`inference.adversarial`):
+The GAN trains by the non-saturating loss with one-sided label smoothing and, if ``objective.gradient_penalty``
+is above 0, Mescheder et al.'s R1 penalty (:mod:`inference.adversarial`):
 one discriminator step, then one generator step, per batch, through the shared driver; the GMMN by MMD²
 with a bank of bandwidths (:mod:`inference.moment_matching`). During training the generator's images at
 25 fixed latent codes are kept at ``train.snapshots`` epochs (``fixed_latents.png``, one row per epoch).
@@ -83,6 +84,9 @@ class AdversarialSpec:
     name: str = option("nonsaturating", doc="non-saturating GAN loss (Goodfellow et al. 2014)",
                        choices=("nonsaturating",))
     label_smoothing: float = option(0.1, doc="one-sided: the training images' target is 1 - this", min=0.0, max=0.99)
+    # off by default: the default reproduces the introduction's GAN, whose stabiliser is label smoothing alone
+    gradient_penalty: float = option(0.0, doc="gamma of the R1 penalty gamma/2 sum_i |grad_x logit D(x_i)|^2 on the "
+                                     "training images, x in [0, 1] (Mescheder et al. 2018; 0: none)", min=0.0)
     adam_beta1: float = option(0.5, doc="Adam's first-moment decay (0.5: Radford et al.'s GAN setting)",
                                min=0.0, max=0.999)
 
@@ -270,7 +274,8 @@ class GANFamily(ImplicitFamily):
         return GAN(spec.model)
 
     def make_objective(self, spec, module):
-        return NonSaturatingGAN(module, Discriminator(spec.model), label_smoothing=spec.objective.label_smoothing)
+        return NonSaturatingGAN(module, Discriminator(spec.model), label_smoothing=spec.objective.label_smoothing,
+                                gradient_penalty=spec.objective.gradient_penalty)
 
     def fit_options(self, spec) -> dict:
         options = spec.train.fit_options()
