@@ -10,7 +10,8 @@ reads from each the ratios a reader needs (our path against a hand-written PyTor
 library, and against the floor: the time of the same matrix products alone, measured in the same
 run), writes them with the machine, thread count and date to ``summary.json`` beside them and charts
 them as ``summary.png``. The README's performance table is ``--table``'s output from the full
-summary; ``tests/test_benchmarks.py`` fails when the two differ.
+summary; ``tests/test_benchmarks.py`` fails when the two differ. Below the ratios it prints the peak-memory
+table of ``benchmarks/memory.py`` (about an hour: run on its own, not by this script).
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def _svi(r: dict) -> list:
             Row("SVI epoch, shared driver with trace replay", "Pyro's VAE example loop (SVI, Trace_ELBO), same sizes",
                 r["ratio_ours_over_pyro_example"]),
             Row("SVI epoch, shared driver with trace replay", "its matrix products alone", r["ratio_ours_over_floor"])]
+
+
+def _svi_1thread(r: dict) -> list:
+    return [Row("SVI epoch, shared driver with trace replay, 1 thread", "hand-written loop, fused Adam",
+                r["ratio_ours_over_plain_fused_adam"], r.get("aim", 1.05)),
+            Row("SVI epoch, shared driver, every step through Pyro, 1 thread", "hand-written loop, fused Adam",
+                r["ratio_pyro_route_over_plain_fused_adam"])]
 
 
 def _is(r: dict) -> list:
@@ -108,14 +116,17 @@ def _sbn(r: dict) -> list:
 
 @dataclass
 class Benchmark:
-    name: str
+    name: str  # also its JSON's name
     quick: list
     rows: Callable[[dict], list]
     full: tuple = ()
+    script: str = ""  # when not ``name``: the same script at other settings (``full`` and ``quick`` say which)
 
 
 BENCHMARKS = [
-    Benchmark("svi_driver_vs_plain", ["--repeats", "3"], _svi),
+    Benchmark("svi_driver_vs_plain", ["--repeats", "3"], _svi, ("--repeats", "15")),
+    Benchmark("svi_driver_vs_plain_1thread", ["--repeats", "3", "--threads", "1"], _svi_1thread,
+              ("--repeats", "11", "--threads", "1"), script="svi_driver_vs_plain"),
     Benchmark("is_log_likelihood", ["--repeats", "3"], _is),
     Benchmark("rbm_vs_sklearn", ["--quick"], _rbm),
     Benchmark("rbm_vs_sklearn_user", ["--epochs", "2", "--repeats", "2"], _rbm_user),
@@ -134,7 +145,8 @@ def results_dir(quick: bool) -> str:
 def run(bench: Benchmark, quick: bool) -> None:
     out = os.path.join(results_dir(quick), f"{bench.name}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    cmd = [sys.executable, os.path.join(HERE, f"{bench.name}.py"), *(bench.quick if quick else bench.full), "--out", out]
+    cmd = [sys.executable, os.path.join(HERE, f"{bench.script or bench.name}.py"), *(bench.quick if quick else bench.full),
+           "--out", out]
     print("$", " ".join(cmd[1:]), flush=True)
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -156,9 +168,14 @@ def collect(quick: bool) -> dict:
             rows += [dict(row.as_dict(), benchmark=bench.name) for row in bench.rows(result)]
         except KeyError as e:  # a JSON written before the benchmark measured this ratio
             missing.append(f"{bench.name} (its JSON has no {e.args[0]}: re-run it)")
+    memory = None
+    memory_path = os.path.join(RESULTS, "memory.json")  # benchmarks/memory.py: about an hour, run on its own
+    if os.path.exists(memory_path):
+        with open(memory_path) as f:
+            memory = json.load(f)
     return {"page": "ppl-models benchmarks", "quick": quick, "collected": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-            "sources": sources, "missing": missing, "rows": rows}
+            "sources": sources, "missing": missing, "rows": rows, "memory": memory}
 
 
 def chart(summary: dict, path: str) -> None:
@@ -192,6 +209,21 @@ def table(summary: dict) -> str:
         aim = f"≤ {r['aim']:.2f}" + (" ✓" if r["ratio"] <= r["aim"] else " ✗") if r["aim"] is not None else ""
         lines.append(f"| {r['path']} | {r['against']} | {r['ratio']:.2f} | {aim} | {src['threads']} | "
                      f"{src['date'] or 'undated'} |")
+    memory = summary.get("memory")
+    if memory:
+        epochs = sorted({r["epochs"] for r in memory["rows"]})
+        lines += ["", f"Peak resident memory of `ppl-models train FAMILY --dataset D --epochs E` with the family's "
+                  f"default settings (train, evaluate, sample grid), `benchmarks/memory.py`, {memory['threads']} "
+                  f"thread, {memory['date']}:", "", "| family | data | epochs | peak memory (MiB) | wall time (s) |",
+                  "|---|---|---|---|---|"]
+        for r in memory["rows"]:
+            peak = f"{r['peak_rss_mib']:.0f}" if not r["exit"] else f"failed: {r.get('error', '?')}"
+            lines.append(f"| {r['family']} | {r['dataset']} | {r['epochs']} | {peak} | {r['seconds']:.0f} |")
+        same = [r for r in memory["rows"] if r["family"] == "vae" and r["dataset"] == "mnist5k" and not r["exit"]]
+        if len(epochs) > 1 and len(same) > 1:
+            peaks = " and ".join(f"{r['peak_rss_mib']:.0f} MiB at {r['epochs']}" for r in same)
+            lines += ["", f"(The VAE peaks at {peaks} epochs: training longer adds time, not memory. Wall times were "
+                      "taken at low priority while other jobs shared the machine.)"]
     return "\n".join(lines)
 
 

@@ -75,6 +75,70 @@ def _mutating_ops(graph) -> list:
     return sorted(found)
 
 
+#: ops whose result depends only on their arguments' shapes, dtypes and devices (fixed per signature), not values
+_FACTORIES = {"aten::new_zeros", "aten::new_ones", "aten::new_full", "aten::zeros", "aten::ones", "aten::full",
+              "aten::arange", "aten::scalar_tensor", "aten::zeros_like", "aten::ones_like", "aten::full_like"}
+
+
+def _is_op(node) -> bool:
+    return node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+
+
+def _pure(node) -> bool:
+    """An op that neither writes a tensor nor draws from the random stream (safe to drop or precompute)."""
+    return (_is_op(node) and not node.target._schema.is_mutable
+            and torch.Tag.nondeterministic_seeded not in node.target.tags)
+
+
+def simplify(graph) -> int:
+    """Precompute what a recording computes from its own literals alone (a prior's ``log(scale)`` on an expanded
+    constant, ``zeros``), and drop what nothing uses (a plate's unused ``arange``): fewer ops per replayed step,
+    each precomputed value made by the same kernel as before, so nothing changes but the time. Ops that draw
+    random numbers or write tensors are never touched. Returns the number of ops removed."""
+    nodes = list(graph.graph.nodes)
+    constant = set()
+    for node in nodes:
+        if not _pure(node):
+            continue
+        name = node.target._schema.name
+        inputs = node.all_input_nodes
+        literal = (name == "aten::lift_fresh_copy" and all(n.op == "get_attr" for n in inputs))
+        if literal or name in _FACTORIES or (inputs and all(n in constant for n in inputs)):
+            constant.add(node)
+    before = len([n for n in nodes if n.op == "call_function"])
+    if constant:
+        values = {}
+        for node in nodes:  # in order, so that every constant's inputs are computed before it
+            if node in constant:
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs),
+                                                     lambda n: values[n] if n in values else _fetch(graph, n))
+                with torch.no_grad():
+                    values[node] = node.target(*args, **kwargs)
+        for i, node in enumerate(n for n in nodes if n in constant):
+            if any(user not in constant for user in node.users):
+                attr = f"_folded_{i}"
+                graph.register_buffer(attr, values[node].detach(), persistent=False)
+                with graph.graph.inserting_before(node):
+                    node.replace_all_uses_with(graph.graph.get_attr(attr))
+    changed = True
+    while changed:  # drop pure ops, and constants, that nothing uses any more
+        changed = False
+        for node in reversed(list(graph.graph.nodes)):
+            if not node.users and (_pure(node) or (node.op == "call_function" and node.target.__name__ == "getitem")
+                                   or node.op == "get_attr"):
+                graph.graph.erase_node(node)
+                changed = True
+    graph.graph.lint()
+    graph.recompile()
+    return before - len([n for n in graph.graph.nodes if n.op == "call_function"])
+
+
+def _fetch(graph, node):
+    if node.op == "get_attr":
+        return getattr(graph, node.target)
+    raise ValueError(f"constant folding met a non-constant input {node}")
+
+
 class TraceReplay:
     """``loss_and_grads(*batch)`` through a recording of ``differentiable_loss``, falling back to ``pyro_step``.
 
@@ -149,6 +213,7 @@ class TraceReplay:
                 buffer.copy_(value)
             self._refuse(key, reason)
             return self.pyro_step(*batch)
+        simplify(graph)
         self._graphs[key] = graph
         loss = ran["loss"]
         if loss.requires_grad:

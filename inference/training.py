@@ -308,7 +308,8 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                         total += loss
                         if phase is not None:
                             phase_totals[phase] += loss
-                    scheduler.step()
+                    if lr_schedule != "constant":  # a constant schedule's step only counts (20 us of a 3 ms VAE step)
+                        scheduler.step()
                     bar.update()
                 if hasattr(objective, "end_epoch"):
                     objective.end_epoch()
