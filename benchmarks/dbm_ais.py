@@ -9,6 +9,8 @@ the expected ratio is (784*500 + 500*1000) / (784*500), about 2.3. The floor is 
 alone, in a plain loop on fixed inputs; each estimator's time over its floor says what the
 sampler's own work (sigmoids, draws, weights) costs.
 
+Against a hand-written PyTorch loop of the same maths: ``benchmarks/dbm_ais_vs_plain.py``.
+
 Weights: a trained run's (``--dbm-run DIR`` / ``--rbm-run DIR``) or random (speed does not depend on them).
 Writes ``benchmarks/results/dbm_ais.json``.
 

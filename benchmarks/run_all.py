@@ -103,6 +103,23 @@ def _nade(r: dict) -> list:
                 ep["ratio_ours_over_plain"])]
 
 
+def _dbm_ais(r: dict) -> list:
+    layers, runs = "-".join(map(str, r["protocol"]["dbm_layers"])), r["protocol"]["runs"]
+    return [Row(f"AIS log Z, DBM {layers}, {runs} runs", "hand-written loop", r["ratio_ours_over_plain"],
+                r.get("aim", 1.1)),
+            Row(f"AIS log Z, DBM {layers}", "its matrix products alone", r["ratio_ours_over_floor"]),
+            Row(f"AIS log Z, DBM {layers}, hand-written loop", "its matrix products alone", r["ratio_plain_over_floor"])]
+
+
+def _sbn_plain(r: dict) -> list:
+    s = r["settings"]
+    arch = "-".join(map(str, s["arch"]))
+    return [Row(f"SBN {arch} training epoch, {s['objective'].upper()}, shared driver (batch {s['batch_size']})",
+                "hand-written loop, fused Adam", r["ratio_ours_over_plain"], r.get("aim", 1.1)),
+            Row(f"SBN {arch} training epoch, {s['objective'].upper()}", "its matrix products alone",
+                r["ratio_ours_over_floor"])]
+
+
 def _gibbs(r: dict) -> list:
     ratios = r["throughput_ratio_paired_median"]
     return [Row("block Gibbs, RBM 784x500, 100 chains, pyro.infer.MCMC kernel", "raw PyTorch sweeps",
@@ -134,6 +151,9 @@ BENCHMARKS = [
     Benchmark("nade_vs_plain", ["--repeats", "1", "--train-images", "300"], _nade),
     Benchmark("gibbs_throughput", ["--repeats", "3", "--sweeps", "100"], _gibbs),
     Benchmark("sbn_gradient_variance", ["--warmup", "1", "--draws", "20"], _sbn),
+    Benchmark("dbm_ais_vs_plain", ["--temperatures", "300", "--repeats", "2"], _dbm_ais,
+              ("--temperatures", "1000", "--repeats", "5")),
+    Benchmark("sbn_vs_plain", ["--repeats", "3"], _sbn_plain, ("--repeats", "11")),
 ]
 NAMES = [b.name for b in BENCHMARKS]
 

@@ -42,3 +42,45 @@ def test_readme_performance_table_is_the_benchmark_pages(monkeypatch):
     start, end = "<!-- performance-table: start -->\n", "\n<!-- performance-table: end -->"
     assert start in readme and end in readme, "the README lost its generated performance table"
     assert readme.split(start)[1].split(end)[0] == module.table(summary)
+
+
+def _load_benchmark(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}_check", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dbm_ais_hand_written_loop_is_the_same_maths(monkeypatch):
+    """The baseline of benchmarks/dbm_ais_vs_plain.py: the same log Z as ours for a seed, and the exact one."""
+    bench = _load_benchmark("dbm_ais_vs_plain", monkeypatch)
+    checked = bench.check(runs=500, temperatures=100, seeds=1)  # raises if either comparison fails
+    assert abs(checked["seeds"][0]["ours"] - checked["exact_log_z"]) < 0.2
+
+
+def test_sbn_nvil_hand_written_loop_is_the_same_maths(monkeypatch):
+    """The baseline of benchmarks/sbn_vs_plain.py: one epoch of it and of the driver, from the same start and
+    seed, draw the same samples and end at the same parameters."""
+    import copy
+
+    import torch
+
+    from inference.nvil import NVIL, NVILBaseline
+    from inference.training import PyroObjective, fit, with_auxiliary
+    from ppl_models.sbn import SBNArchitecture, SigmoidBeliefNet
+
+    bench = _load_benchmark("sbn_vs_plain", monkeypatch)
+    torch.manual_seed(0)
+    x = (torch.rand(120, 12) < 0.3).float()
+    sbn, baseline = SigmoidBeliefNet(SBNArchitecture(x_dim=12, hidden=[6, 4])), NVILBaseline(12, 2, hidden=5)
+    plain_sbn, plain_baseline = copy.deepcopy(sbn), copy.deepcopy(baseline)
+    objective = PyroObjective(NVIL(baseline, chain=sbn.chain), sbn.model, sbn.guide)
+    ours = fit(objective, (x,), module=with_auxiliary(sbn, objective), epochs=1, batch_size=50, lr=3e-3, seed=3,
+               progress=False).history[-1]["train_loss"]
+    plain = bench.plain_nvil_epoch(plain_sbn, plain_baseline, x, 50, 3e-3, seed=3)
+    assert abs(ours - plain) < 1e-4 * abs(ours)
+    for a, b in zip([*sbn.parameters(), *baseline.parameters(), *baseline.buffers()],
+                    [*plain_sbn.parameters(), *plain_baseline.parameters(), *plain_baseline.buffers()]):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-5)
