@@ -3,8 +3,9 @@
 A path's matrix products are read off one real run of it (forward and backward) by a
 :class:`~torch.utils._python_dispatch.TorchDispatchMode` that records the shape, strides and dtype of
 every ``mm`` / ``addmm`` / ``bmm`` / ``baddbmm`` operand, so nothing is transcribed by hand and a changed
-architecture changes its floor. :func:`time_products` then times those products alone on fresh tensors of
-the same layouts: what the path would cost if everything but its matrix products were free. A ratio
+architecture changes its floor. :func:`time_products` then times those products alone on tensors of the
+same layouts, sharing memory where the path's operands did (a weight and its transpose): what the path
+would cost if everything but its matrix products were free. A ratio
 ``path time / floor`` says how far a path is from the machine.
 
 Not a benchmark (no ``main``): imported by the scripts beside it.
@@ -25,18 +26,31 @@ _MATRICES = {aten.mm.default: (0, 1), aten.addmm.default: (1, 2), aten.bmm.defau
              aten.baddbmm.default: (1, 2)}
 
 
+class Products(list):
+    """The recorded ``(op, [(shape, stride, dtype), (shape, stride, dtype)])`` of each product, and in
+    ``storages`` where each operand lived (storage, its size, the offset): operands that shared memory in the
+    path (a weight matrix and its transpose, used by three products of an RBM step) share it when timed, so
+    the floor keeps the cache hits the path itself gets."""
+
+    def __init__(self):
+        super().__init__()
+        self.storages: list = []
+
+
 class RecordProducts(TorchDispatchMode):
     """Records ``(op, [(shape, stride, dtype), (shape, stride, dtype)])`` for every matrix product run under it."""
 
     def __init__(self):
         super().__init__()
-        self.products: list = []
+        self.products = Products()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         positions = _MATRICES.get(func)
         if positions is not None:
             self.products.append((func, [(tuple(args[i].shape), tuple(args[i].stride()), args[i].dtype)
                                          for i in positions]))
+            self.products.storages.append([(args[i].untyped_storage().data_ptr(), args[i].untyped_storage().nbytes(),
+                                            args[i].storage_offset()) for i in positions])
         return func(*args, **(kwargs or {}))
 
 
@@ -48,12 +62,21 @@ def record_products(step: Callable[[], None]) -> list:
 
 
 def _operands(products: list) -> list:
+    storages = getattr(products, "storages", None)
+    bases: dict = {}
     out = []
-    for _, specs in products:
+    for i, (_, specs) in enumerate(products):
         pair = []
-        for shape, stride, dtype in specs:
-            t = torch.empty_strided(shape, stride, dtype=dtype)
-            t.copy_(torch.randn(shape, dtype=dtype))  # values do not matter; denormals and NaNs would
+        for j, (shape, stride, dtype) in enumerate(specs):
+            if storages is not None:  # the same memory as in the path: views of one buffer per storage
+                ptr, nbytes, offset = storages[i][j]
+                if (ptr, dtype) not in bases:  # values do not matter; denormals and NaNs would
+                    bases[ptr, dtype] = torch.randn(max(1, nbytes // torch.empty((), dtype=dtype).element_size()),
+                                                    dtype=dtype)
+                t = torch.as_strided(bases[ptr, dtype], shape, stride, offset)
+            else:
+                t = torch.empty_strided(shape, stride, dtype=dtype)
+                t.copy_(torch.randn(shape, dtype=dtype))
             pair.append(t)
         out.append(pair)
     return out
