@@ -82,6 +82,18 @@ def _operands(products: list) -> list:
     return out
 
 
+def median_seconds(f: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``f()`` over ``repeats`` calls, after one untimed call (first-touch allocation,
+    the BLAS's own set-up)."""
+    f()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def time_products(products: list, repeats: int = 7) -> float:
     """Median seconds, over ``repeats``, of running every recorded product once, in order."""
     operands = _operands(products)
@@ -91,13 +103,7 @@ def time_products(products: list, repeats: int = 7) -> float:
         for f, (a, b) in zip(mm, operands):
             f(a, b)
 
-    once()  # warm-up: first-touch allocation and the BLAS's own set-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(once, repeats)
 
 
 def flops(products: list) -> float:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _floor import record_products  # noqa: E402
+from _floor import median_seconds, record_products  # noqa: E402
 from inference.ais import ais_log_partition, default_schedule  # noqa: E402
 from inference.exact_enumeration import log_partition  # noqa: E402
 from ppl_models.dbm import DBM  # noqa: E402
@@ -117,13 +117,7 @@ def matrix_products_floor(dbm: DBM, runs: int, repeats: int) -> float:
         torch.mm(h1, W1t)
         torch.addmm(b2, h1, W2)
 
-    once()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(once, repeats)
 
 
 def check(runs=2000, temperatures=300, seeds=3) -> dict:

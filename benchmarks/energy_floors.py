@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -36,23 +35,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _floor import record_products, time_products  # noqa: E402
+from _floor import median_seconds as timed, record_products, time_products  # noqa: E402
 from inference.ais import ais_log_partition, default_schedule  # noqa: E402
 from inference.block_gibbs import bernoulli_draw  # noqa: E402
 from inference.contrastive_divergence import ContrastiveDivergence  # noqa: E402
 from inference.training import fit  # noqa: E402
 from ppl_models.data import load_dataset  # noqa: E402
 from ppl_models.rbm import RBM  # noqa: E402
-
-
-def timed(f, repeats):
-    f()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def pcd_parts(x, hidden, batch, lr, repeats):

@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _floor import median_seconds as timed  # noqa: E402
 
 from inference.training import PyroObjective, fit  # noqa: E402
 from ppl_models.data import load_dataset  # noqa: E402
@@ -55,15 +58,6 @@ def plain_epoch(nade: NADE, opt, x: torch.Tensor, batch: int, gen: torch.Generat
         loss = -nade.log_prob(x[idx]).sum()
         loss.backward()
         opt.step()
-
-
-def timed(f, repeats):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
