@@ -96,9 +96,13 @@ def simplify(graph) -> int:
     each precomputed value made by the same kernel as before, so nothing changes but the time. Ops that draw
     random numbers or write tensors are never touched. Returns the number of ops removed."""
     nodes = list(graph.graph.nodes)
+    # a fresh tensor that the program writes in place (zeros(), then add_) is state of each step, not a constant
+    written = {_root(value) for node in nodes if _is_op(node)
+               for arg, value in zip(node.target._schema.arguments, node.args)
+               if arg.alias_info is not None and arg.alias_info.is_write and hasattr(value, "op")}
     constant = set()
     for node in nodes:
-        if not _pure(node):
+        if not _pure(node) or node in written:
             continue
         name = node.target._schema.name
         inputs = node.all_input_nodes
@@ -207,18 +211,25 @@ class TraceReplay:
             mutating = _mutating_ops(graph)
             if mutating:
                 reason = f"Pyro route: the program updates tensors in place ({', '.join(mutating[:3])})"
-        if reason is not None:  # undo the abandoned run, then take the step through Pyro
-            _set_rng_state(rng, devices)
-            for buffer, value in saved:
-                buffer.copy_(value)
-            self._refuse(key, reason)
-            return self.pyro_step(*batch)
+        if reason is not None:
+            return self._abandon(key, reason, rng, saved, devices, batch)
         simplify(graph)
+        if _mutating_ops(graph):  # a safeguard: nothing simplify made a constant may be written by a step
+            return self._abandon(key, "Pyro route: the simplified program would write a precomputed tensor", rng,
+                                 saved, devices, batch, ran)
         self._graphs[key] = graph
         loss = ran["loss"]
         if loss.requires_grad:
             loss.backward()
         return loss.item()
+
+    def _abandon(self, key, reason, rng, saved, devices, batch, ran=None) -> float:
+        """Undo the recorded run (random state, buffers), then take the step through Pyro."""
+        _set_rng_state(rng, devices)
+        for buffer, value in saved:
+            buffer.copy_(value)
+        self._refuse(key, reason)
+        return self.pyro_step(*batch)
 
     def _checked_step(self, key, graph, batch) -> float:
         """The Pyro route's step, and the recording's on the same random state, compared."""

@@ -127,6 +127,24 @@ def test_a_change_the_shapes_do_not_show_is_caught_and_falls_back():
     assert replay(x) == 1.5 and torch.equal(w.grad, torch.full((3,), 1.0))
 
 
+def test_a_fresh_tensor_written_in_place_is_not_precomputed():
+    # zeros() then add_(x): the zeros are each step's own state; folded into a constant, the replay would
+    # keep adding into one buffer and drift from the second replay on
+    (w,) = params_with_grad(torch.tensor([1.0, 2.0, 3.0]))
+    loss = lambda x: (torch.zeros(3).add_(x) * w).sum()
+
+    def step(x):
+        value = loss(x)
+        value.backward()
+        return value.item()
+
+    replay = TraceReplay(step, loss)
+    for i in range(6):
+        x = torch.full((3,), float(i))
+        assert replay(x) == 6.0 * i
+    assert next(iter(replay.status.values())) == "replayed"
+
+
 def test_replayed_gradients_equal_the_hand_derived_ones():
     # loss = sum_n (w . x_n + b)^2 / 2: dL/dw = sum_n r_n x_n, dL/db = sum_n r_n with r_n = w . x_n + b
     w, b = params_with_grad(torch.tensor([0.5, -1.0]), torch.tensor(0.25))
