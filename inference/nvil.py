@@ -190,14 +190,34 @@ class NVIL(ELBO):
         total = -surrogate.sum() + (baseline_loss if baseline_loss is not None else 0.0)
         return w.scale * total
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+    #: ``loss_and_grads`` is :meth:`replay_step`'s loss, its backward and :meth:`report` (see inference.trace_replay)
+    replayable = True
+
+    def replay_step(self, model, guide, *args, **kwargs) -> tuple:
+        """One update as tensors: (the surrogate to differentiate, the negative ELBO estimate to report, the
+        signals); the running statistics take the minibatch's centred signals here. Every value the update
+        reads from them was computed before, so it is the same whether the gradient is taken before or after."""
         w, signals, b, surrogate, baseline_loss, elbo = self._surrogate(model, guide, args, kwargs)
         total = -surrogate.sum() + (baseline_loss if baseline_loss is not None else 0.0)
-        (w.scale * total).backward()
         if self.baseline is not None:
             self.baseline.update(signals - b.detach())
-        loss = -w.scale * elbo.sum().item()
+        return w.scale * total, -w.scale * elbo.sum(), signals
+
+    def report(self, out) -> float:
+        """The float :meth:`loss_and_grads` returns, from :meth:`replay_step`'s outputs; records ``last_terms``."""
+        _, loss, signals = out
+        loss = loss.item()
         self.last_terms = {"signal_mean": float(signals.mean()), "signal_var": float(signals.var()) if signals.numel() > 1 else 0.0}
         warn_if_nan(loss, "loss")
         return loss
+
+    @property
+    def state(self) -> list:
+        """The tensors an update writes in place: the baseline's running mean and variance."""
+        return [] if self.baseline is None else [self.baseline.mean, self.baseline.var]
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        out = self.replay_step(model, guide, *args, **kwargs)
+        out[0].backward()
+        return self.report(out)
 

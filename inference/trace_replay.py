@@ -61,16 +61,21 @@ def _root(node):
     return node
 
 
-def _mutating_ops(graph) -> list:
+def _mutating_ops(graph, allowed=()) -> list:
     """In-place ops on captured tensors or inputs (a BatchNorm's running mean), which a replay would repeat;
-    in-place ops on the program's own fresh tensors (``normal_`` on a new buffer) are harmless."""
+    in-place ops on the program's own fresh tensors (``normal_`` on a new buffer) are harmless, and so are
+    those on ``allowed`` tensors: state the step is meant to update once per step (NVIL's running statistics)."""
+    allowed_ids = {id(t) for t in allowed}
     found = set()
     for node in graph.graph.nodes:
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         for arg, value in zip(node.target._schema.arguments, node.args):
-            if (arg.alias_info is not None and arg.alias_info.is_write and hasattr(value, "op")
-                    and _root(value).op in ("get_attr", "placeholder")):
+            if arg.alias_info is None or not arg.alias_info.is_write or not hasattr(value, "op"):
+                continue
+            root = _root(value)
+            if root.op == "placeholder" or (root.op == "get_attr"
+                                            and id(getattr(graph, root.target)) not in allowed_ids):
                 found.add(str(node.target))
     return sorted(found)
 
@@ -156,9 +161,12 @@ class TraceReplay:
     """
 
     def __init__(self, pyro_step: Callable, differentiable_loss: Callable, buffers: Callable = list,
-                 check_every: int = 1000, rtol: float = 1e-5):
+                 check_every: int = 1000, rtol: float = 1e-5, state: Callable = list, report: Callable = None):
         self.pyro_step, self.differentiable_loss, self.buffers = pyro_step, differentiable_loss, buffers
         self.check_every, self.rtol = check_every, rtol
+        self.state = state  # tensors the step itself updates in place (running statistics): replayed as written
+        # the float a step returns, from the program's outputs: the loss itself, or (loss, reported, extras...)
+        self.report = report or (lambda out: out.item())
         self._graphs: dict = {}  # signature -> recorded GraphModule, or the reason it runs Pyro's route
         self._calls: dict = {}
 
@@ -180,10 +188,9 @@ class TraceReplay:
             return self._recorded_step(key, batch)
         if calls == 3 or calls % self.check_every == 0:
             return self._checked_step(key, graph, batch)
-        loss = graph(*batch)
-        if loss.requires_grad:
-            loss.backward()
-        return loss.item()
+        out = graph(*batch)
+        _backward(out)
+        return self.report(out)
 
     def _refuse(self, key, reason: str) -> str:
         self._graphs[key] = reason
@@ -198,8 +205,8 @@ class TraceReplay:
         ran = {}
 
         def program(*args):
-            ran["loss"] = self.differentiable_loss(*args)
-            return ran["loss"]
+            ran["out"] = self.differentiable_loss(*args)
+            return ran["out"]
 
         reason = None
         try:
@@ -208,20 +215,18 @@ class TraceReplay:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             reason = f"Pyro route: the program cannot be recorded ({first[:160]})"
         else:
-            mutating = _mutating_ops(graph)
+            mutating = _mutating_ops(graph, self.state())
             if mutating:
                 reason = f"Pyro route: the program updates tensors in place ({', '.join(mutating[:3])})"
         if reason is not None:
             return self._abandon(key, reason, rng, saved, devices, batch)
         simplify(graph)
-        if _mutating_ops(graph):  # a safeguard: nothing simplify made a constant may be written by a step
+        if _mutating_ops(graph, self.state()):  # a safeguard: nothing simplify made a constant may be written by a step
             return self._abandon(key, "Pyro route: the simplified program would write a precomputed tensor", rng,
                                  saved, devices, batch, ran)
         self._graphs[key] = graph
-        loss = ran["loss"]
-        if loss.requires_grad:
-            loss.backward()
-        return loss.item()
+        _backward(ran["out"])
+        return self.report(ran["out"])
 
     def _abandon(self, key, reason, rng, saved, devices, batch, ran=None) -> float:
         """Undo the recorded run (random state, buffers), then take the step through Pyro."""
@@ -239,15 +244,26 @@ class TraceReplay:
         before = [None if p.grad is None else p.grad.clone() for p in params]
         devices = _devices(batch)
         state = _rng_state(devices)
+        held = self.state()
+        held_before = [t.clone() for t in held]
         loss = self.pyro_step(*batch)
+        held_pyro = [t.clone() for t in held]
         with torch.random.fork_rng(devices=devices):
             _set_rng_state(state, devices)
-            replayed = graph(*batch)
-            grads = (torch.autograd.grad(replayed, params, allow_unused=True) if replayed.requires_grad
+            for t, v in zip(held, held_before):  # the replay's own update starts where Pyro's did
+                t.copy_(v)
+            out = graph(*batch)
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            grads = (torch.autograd.grad(first, params, allow_unused=True) if first.requires_grad
                      else [None] * len(params))
+            replayed_loss = self.report(out)
         problem = None
-        if not _close(torch.tensor(loss), replayed.detach().cpu(), self.rtol):
-            problem = f"loss {replayed.item():.9g} against Pyro's {loss:.9g}"
+        if not _close(torch.tensor(loss), torch.tensor(replayed_loss), self.rtol):
+            problem = f"loss {replayed_loss:.9g} against Pyro's {loss:.9g}"
+        for t, pyro_value in zip(held, held_pyro):
+            if problem is None and not _close(pyro_value, t, self.rtol):
+                problem = f"an updated state tensor of shape {list(t.shape)} differs from Pyro's"
+            t.copy_(pyro_value)  # the step's state is the Pyro route's, as for the parameters' gradients
         for p, b, g in zip(params, before, grads):
             pyro_g = None if p.grad is None else (p.grad if b is None else p.grad - b)
             if problem is None and not _close(pyro_g, g, self.rtol):
@@ -257,6 +273,12 @@ class TraceReplay:
             warnings.warn(f"trace replay: the recorded program no longer matches the Pyro route ({problem}); "
                           "this input shape runs through Pyro from now on", RuntimeWarning, stacklevel=3)
         return loss
+
+
+def _backward(out) -> None:
+    loss = out[0] if isinstance(out, (tuple, list)) else out
+    if loss.requires_grad:
+        loss.backward()
 
 
 def _rng_state(devices) -> tuple:

@@ -99,8 +99,16 @@ class PyroObjective:
         if replay and getattr(elbo, "replayable", False):
             owners = [m for m in (getattr(model, "__self__", None), getattr(guide, "__self__", None))
                       if isinstance(m, torch.nn.Module)]
-            self._replay = TraceReplay(self._pyro_step, self._differentiable_loss,
-                                       buffers=lambda: [b for m in owners for b in m.buffers()])
+            # an ELBO with more to a step than a loss (NVIL's running statistics) records its replay_step and
+            # turns its outputs into the reported loss itself; the tensors it updates are allowed writes
+            step = getattr(elbo, "replay_step", None)
+            program = ((lambda *batch: step(self.model, self.guide, *batch)) if step is not None
+                       else self._differentiable_loss)
+            self._replay = TraceReplay(self._pyro_step, program,
+                                       buffers=lambda: [b for m in owners for b in m.buffers()]
+                                       + list(getattr(elbo, "state", [])),
+                                       state=lambda: list(getattr(elbo, "state", [])),
+                                       report=getattr(elbo, "report", None))
 
     @property
     def replay_status(self) -> dict:

@@ -49,6 +49,10 @@ class SBNObjectiveSpec:
                                    min=0.0, max=0.99)
     local_signals: bool = option(True, doc="nvil: one learning signal per layer (only the terms it can change)")
     normalise_variance: bool = option(True, doc="nvil: divide the centred signal by max(1, running sd)")
+    replay: bool = option(False, doc="nvil, iwae: run each update as the tensor program recorded from the first, "
+                          "without Pyro's handlers (same losses, gradients, running statistics and random numbers; "
+                          "checked against Pyro, which takes over when they differ); off by default: NVIL's extra "
+                          "cost is its tensor ops, not the handlers, and replay measured no gain")
 
     def validate(self):
         k = self.num_particles
@@ -103,7 +107,7 @@ class SBNFamily(DirectedFamily):
             elbo = ReweightedWakeSleep(num_particles=1, insomnia=0.0, max_plate_nesting=1)
         else:
             elbo = TraceGraph_ELBO(max_plate_nesting=1)
-        return PyroObjective(elbo, module.model, module.guide)
+        return PyroObjective(elbo, module.model, module.guide, replay=o.replay)
 
     def run_metrics(self, spec) -> dict:
         return {"objective": spec.objective.name, "num_particles": spec.objective.k}

@@ -178,9 +178,14 @@ def test_validation_and_no_grad_run_the_pyro_route():
     assert objective.replay_status == {}  # nothing recorded while Pyro validates
 
 
-@pytest.mark.parametrize("family", ["vae", "iwae"])
+SMALL = {"vae": ["--set", "model.hidden=[16]", "--set", "z_dim=2"], "iwae": ["--set", "model.hidden=[16]", "--set", "z_dim=2"],
+         "sbn": ["--set", "model.hidden=[6,3]", "--lr", "0.01"]}
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
 def test_families_that_replay_by_default_train_as_the_pyro_route(family, tmp_path, capsys):
-    """The families whose default is objective.replay=true: a run with it and one without end alike."""
+    """The families that offer objective.replay (on by default for vae and iwae): a run with it and one without
+    end alike."""
     import json
 
     from ppl_models.cli import main
@@ -189,7 +194,7 @@ def test_families_that_replay_by_default_train_as_the_pyro_route(family, tmp_pat
     for replay in ("true", "false"):
         out = str(tmp_path / replay)
         assert main(["train", family, "--dataset", "digits", "--no-progress", "--seed", "3", "--epochs", "2",
-                     "--set", "model.hidden=[16]", "--set", "z_dim=2", "--eval-particles", "10",
+                     *SMALL[family], "--eval-particles", "10",
                      "--set", f"objective.replay={replay}", "--out", out]) == 0
         with open(f"{out}/metrics.json") as f:
             metrics = json.load(f)
@@ -198,3 +203,32 @@ def test_families_that_replay_by_default_train_as_the_pyro_route(family, tmp_pat
         assert ran_on == ({"replayed"} if replay == "true" else {metrics["replay"]["all"]}), metrics["replay"]
     capsys.readouterr()
     assert histories["true"] == histories["false"]
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-signals", "global-signal"])
+def test_nvil_with_its_running_statistics_trains_bit_for_bit_as_the_pyro_route(local):
+    """NVIL's step also updates its baseline's running mean and variance in place: the replay records that
+    update as part of the step and repeats it once per step, as the Pyro route does."""
+    from inference.nvil import NVIL, NVILBaseline
+    from inference.training import with_auxiliary
+    from ppl_models.sbn import SBNArchitecture, SigmoidBeliefNet
+
+    def train(replay):
+        torch.manual_seed(0)
+        sbn = SigmoidBeliefNet(SBNArchitecture(x_dim=12, hidden=[5, 3]))
+        baseline = NVILBaseline(12, 2 if local else 1, hidden=6)
+        objective = PyroObjective(NVIL(baseline, chain=sbn.chain if local else None), sbn.model, sbn.guide,
+                                  replay=replay)
+        module = with_auxiliary(sbn, objective)
+        history = fit(objective, (binary_data(),), module=module, epochs=3, batch_size=20, seed=3,
+                      progress=False).history
+        return module, objective, history, torch.get_rng_state()
+
+    plain, _, plain_history, plain_rng = train(False)
+    fast, objective, fast_history, fast_rng = train(True)
+    assert set(objective.replay_status.values()) == {"replayed"}, objective.replay_status
+    assert [h["train_loss"] for h in fast_history] == [h["train_loss"] for h in plain_history]
+    for (name, p), q in zip(plain.state_dict().items(), fast.state_dict().values()):
+        assert torch.equal(p, q), name  # parameters and the running statistics
+    assert torch.equal(plain_rng, fast_rng)
+    assert objective.elbo.last_terms["signal_var"] > 0
