@@ -60,6 +60,25 @@ def check_k(k) -> int:
     return k
 
 
+def visible_summaries(model, mask) -> dict:
+    """The per-draw summaries every Gibbs kernel reports: ``free_energy`` of each draw and ``visible_units``
+    (each unit's value, leaving out units clamped in every chain by a 1-d ``mask``); None without a ``"v"`` site."""
+
+    @torch.no_grad()
+    def free_energy(samples):
+        return model.free_energy(samples["v"]) if "v" in samples else None
+
+    def unit_values(samples):
+        if "v" not in samples:
+            return None
+        v = samples["v"]
+        if mask is not None and mask.dim() == 1:
+            v = v[..., ~mask]  # clamped units are constant: no R-hat to compute
+        return v
+
+    return {"free_energy": free_energy, "visible_units": unit_values}
+
+
 class BlockGibbs(MCMCKernel):
     r"""Vectorised block Gibbs kernel for :class:`TwoBlockEnergy` models, runnable under :class:`pyro.infer.MCMC`.
 
@@ -208,17 +227,4 @@ class BlockGibbs(MCMCKernel):
         unit means), leaving out units clamped in every chain. Both need the ``"v"`` site saved
         (they return None otherwise, and the driver skips them).
         """
-
-        @torch.no_grad()
-        def free_energy(samples):
-            return self.model.free_energy(samples["v"]) if "v" in samples else None
-
-        def unit_values(samples):
-            if "v" not in samples:
-                return None
-            v = samples["v"]
-            if self._mask is not None and self._mask.dim() == 1:
-                v = v[..., ~self._mask]  # clamped units are constant: no R-hat to compute
-            return v
-
-        return {"free_energy": free_energy, "visible_units": unit_values}
+        return visible_summaries(self.model, self._mask)

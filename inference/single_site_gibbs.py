@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
-from .block_gibbs import bernoulli_draw, check_clamp, check_k
+from .block_gibbs import bernoulli_draw, check_clamp, check_k, visible_summaries
 from .errors import SpecError
 
 __all__ = ["LateralEnergy", "SingleSiteGibbs", "check_colours", "gibbs_sweep"]
@@ -211,15 +211,4 @@ class SingleSiteGibbs(MCMCKernel):
     def summaries(self) -> dict:
         """``free_energy`` (the energy, for a fully visible model) and ``visible_units`` of each draw, as
         :class:`~inference.block_gibbs.BlockGibbs` reports them; units clamped in every chain left out."""
-
-        @torch.no_grad()
-        def free_energy(samples):
-            return self.model.free_energy(samples["v"]) if "v" in samples else None
-
-        def unit_values(samples):
-            if "v" not in samples:
-                return None
-            v = samples["v"]
-            return v[..., ~self._mask] if self._mask is not None and self._mask.dim() == 1 else v
-
-        return {"free_energy": free_energy, "visible_units": unit_values}
+        return visible_summaries(self.model, self._mask)
