@@ -41,6 +41,8 @@ from typing import Callable
 import torch
 from pyro.infer.util import is_validation_enabled
 
+from .recording_simplify import mutating_ops, simplify
+
 __all__ = ["TraceReplay"]
 
 
@@ -51,101 +53,6 @@ def _signature(batch) -> tuple:
 
 def _devices(batch) -> list:
     return sorted({t.device.index or 0 for t in batch if isinstance(t, torch.Tensor) and t.device.type == "cuda"})
-
-
-def _root(node):
-    """The node a view chain starts from (a view's output aliases its first input)."""
-    while (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
-           and node.target._schema.returns and node.target._schema.returns[0].alias_info is not None and node.args):
-        node = node.args[0]
-    return node
-
-
-def _mutating_ops(graph, allowed=()) -> list:
-    """In-place ops on captured tensors or inputs (a BatchNorm's running mean), which a replay would repeat;
-    in-place ops on the program's own fresh tensors (``normal_`` on a new buffer) are harmless, and so are
-    those on ``allowed`` tensors: state the step is meant to update once per step (NVIL's running statistics)."""
-    allowed_ids = {id(t) for t in allowed}
-    found = set()
-    for node in graph.graph.nodes:
-        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-            continue
-        for arg, value in zip(node.target._schema.arguments, node.args):
-            if arg.alias_info is None or not arg.alias_info.is_write or not hasattr(value, "op"):
-                continue
-            root = _root(value)
-            if root.op == "placeholder" or (root.op == "get_attr"
-                                            and id(getattr(graph, root.target)) not in allowed_ids):
-                found.add(str(node.target))
-    return sorted(found)
-
-
-#: ops whose result depends only on their arguments' shapes, dtypes and devices (fixed per signature), not values
-_FACTORIES = {"aten::new_zeros", "aten::new_ones", "aten::new_full", "aten::zeros", "aten::ones", "aten::full",
-              "aten::arange", "aten::scalar_tensor", "aten::zeros_like", "aten::ones_like", "aten::full_like"}
-
-
-def _is_op(node) -> bool:
-    return node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
-
-
-def _pure(node) -> bool:
-    """An op that neither writes a tensor nor draws from the random stream (safe to drop or precompute)."""
-    return (_is_op(node) and not node.target._schema.is_mutable
-            and torch.Tag.nondeterministic_seeded not in node.target.tags)
-
-
-def simplify(graph) -> int:
-    """Precompute what a recording computes from its own literals alone (a prior's ``log(scale)`` on an expanded
-    constant, ``zeros``), and drop what nothing uses (a plate's unused ``arange``): fewer ops per replayed step,
-    each precomputed value made by the same kernel as before, so nothing changes but the time. Ops that draw
-    random numbers or write tensors are never touched. Returns the number of ops removed."""
-    nodes = list(graph.graph.nodes)
-    # a fresh tensor that the program writes in place (zeros(), then add_) is state of each step, not a constant
-    written = {_root(value) for node in nodes if _is_op(node)
-               for arg, value in zip(node.target._schema.arguments, node.args)
-               if arg.alias_info is not None and arg.alias_info.is_write and hasattr(value, "op")}
-    constant = set()
-    for node in nodes:
-        if not _pure(node) or node in written:
-            continue
-        name = node.target._schema.name
-        inputs = node.all_input_nodes
-        literal = (name == "aten::lift_fresh_copy" and all(n.op == "get_attr" for n in inputs))
-        if literal or name in _FACTORIES or (inputs and all(n in constant for n in inputs)):
-            constant.add(node)
-    before = len([n for n in nodes if n.op == "call_function"])
-    if constant:
-        values = {}
-        for node in nodes:  # in order, so that every constant's inputs are computed before it
-            if node in constant:
-                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs),
-                                                     lambda n: values[n] if n in values else _fetch(graph, n))
-                with torch.no_grad():
-                    values[node] = node.target(*args, **kwargs)
-        for i, node in enumerate(n for n in nodes if n in constant):
-            if any(user not in constant for user in node.users):
-                attr = f"_folded_{i}"
-                graph.register_buffer(attr, values[node].detach(), persistent=False)
-                with graph.graph.inserting_before(node):
-                    node.replace_all_uses_with(graph.graph.get_attr(attr))
-    changed = True
-    while changed:  # drop pure ops, and constants, that nothing uses any more
-        changed = False
-        for node in reversed(list(graph.graph.nodes)):
-            if not node.users and (_pure(node) or (node.op == "call_function" and node.target.__name__ == "getitem")
-                                   or node.op == "get_attr"):
-                graph.graph.erase_node(node)
-                changed = True
-    graph.graph.lint()
-    graph.recompile()
-    return before - len([n for n in graph.graph.nodes if n.op == "call_function"])
-
-
-def _fetch(graph, node):
-    if node.op == "get_attr":
-        return getattr(graph, node.target)
-    raise ValueError(f"constant folding met a non-constant input {node}")
 
 
 class TraceReplay:
@@ -210,18 +117,18 @@ class TraceReplay:
 
         reason = None
         try:
-            graph = make_fx(program)(*batch)
+            graph = make_fx(program, pre_dispatch=True)(*batch)
         except Exception as e:  # noqa: BLE001 -- whatever stops the recording, the Pyro route still works
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             reason = f"Pyro route: the program cannot be recorded ({first[:160]})"
         else:
-            mutating = _mutating_ops(graph, self.state())
+            mutating = mutating_ops(graph, self.state())
             if mutating:
                 reason = f"Pyro route: the program updates tensors in place ({', '.join(mutating[:3])})"
         if reason is not None:
             return self._abandon(key, reason, rng, saved, devices, batch)
         simplify(graph)
-        if _mutating_ops(graph, self.state()):  # a safeguard: nothing simplify made a constant may be written by a step
+        if mutating_ops(graph, self.state()):  # a safeguard: nothing simplify made a constant may be written by a step
             return self._abandon(key, "Pyro route: the simplified program would write a precomputed tensor", rng,
                                  saved, devices, batch, ran)
         self._graphs[key] = graph

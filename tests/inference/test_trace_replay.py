@@ -232,3 +232,26 @@ def test_nvil_with_its_running_statistics_trains_bit_for_bit_as_the_pyro_route(l
         assert torch.equal(p, q), name  # parameters and the running statistics
     assert torch.equal(plain_rng, fast_rng)
     assert objective.elbo.last_terms["signal_var"] > 0
+    # the guide's samples are drawn under no_grad, and the replay keeps them so: its backward is the Pyro
+    # route's, with no path that carries a zero gradient back through the draws (and their matrix products)
+    x = binary_data()[:20]
+    graph = next(iter(objective._replay._graphs.values()))
+    sbn = objective.model.__self__
+    pyro_route = objective.elbo.replay_step(sbn.model, sbn.guide, x)[0]
+    assert backward_ops(graph(x)[0]) == backward_ops(pyro_route)
+
+
+def backward_ops(loss) -> dict:
+    """How many nodes of each kind, views aside, autograd's graph of ``loss`` holds."""
+    import collections
+
+    counts, seen, stack = collections.Counter(), set(), [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        counts[type(fn).__name__] += 1
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    views = ("View", "Expand", "Select", "Reshape", "Alias")  # shape-only nodes: the simplified replay has fewer
+    return {k: v for k, v in counts.items() if not k.startswith(views)}
