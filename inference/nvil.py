@@ -114,7 +114,7 @@ class NVIL(ELBO):
             raise SpecError(f"the NVIL baseline has {baseline.num_signals} outputs but there are {expected} learning signals")
         self.normalise_variance = normalise_variance
         self.data_plate = data_plate
-        self.last_terms: dict[str, float] = {}
+        self._last_signals: Optional[torch.Tensor] = None
 
     @property
     def auxiliary(self) -> Optional[nn.Module]:
@@ -150,7 +150,7 @@ class NVIL(ELBO):
         for i in range(len(self.chain) - 1, 0, -1):  # i = L .. 1: l_i = tail(i) + log p(h^{i-1} | h^i)
             out.append(tail + lp[i - 1])
             if i > 1:
-                tail = tail + lp[i - 1] - lq[i - 1]
+                tail = out[-1] - lq[i - 1]
         return torch.stack(out[::-1], dim=-1)
 
     def _score_sites(self, w) -> list[torch.Tensor]:
@@ -170,7 +170,10 @@ class NVIL(ELBO):
             baseline_loss = (signals - b - self.baseline.mean).pow(2).sum()
         else:
             b, centred, baseline_loss = None, signals, None
-        score = sum(centred[:, i] * lq for i, lq in enumerate(self._score_sites(w)))
+        terms = [centred[:, i] * lq for i, lq in enumerate(self._score_sites(w))]
+        score = terms[0]
+        for term in terms[1:]:  # not sum(): its 0 + ... is one more op a step
+            score = score + term
         surrogate = w.log_p[0] + score  # theta: grad log p(x, h); phi: the centred signals times grad log q
         elbo = (w.log_p - w.log_q)[0].detach()
         return w, signals, b, surrogate, baseline_loss, elbo
@@ -201,15 +204,23 @@ class NVIL(ELBO):
         total = -surrogate.sum() + (baseline_loss if baseline_loss is not None else 0.0)
         if self.baseline is not None:
             self.baseline.update(signals - b.detach())
-        return w.scale * total, -w.scale * elbo.sum(), signals
+        return (total if w.scale == 1.0 else w.scale * total), -w.scale * elbo.sum(), signals
 
     def report(self, out) -> float:
         """The float :meth:`loss_and_grads` returns, from :meth:`replay_step`'s outputs; records ``last_terms``."""
         _, loss, signals = out
         loss = loss.item()
-        self.last_terms = {"signal_mean": float(signals.mean()), "signal_var": float(signals.var()) if signals.numel() > 1 else 0.0}
+        self._last_signals = signals.detach()
         warn_if_nan(loss, "loss")
         return loss
+
+    @property
+    def last_terms(self) -> dict[str, float]:
+        """The last update's learning signals: their mean and variance (computed when read, not every step)."""
+        s = self._last_signals
+        if s is None:
+            return {}
+        return {"signal_mean": float(s.mean()), "signal_var": float(s.var()) if s.numel() > 1 else 0.0}
 
     @property
     def state(self) -> list:
