@@ -247,4 +247,7 @@ def simplify(graph, grad_enabled: bool = True) -> int:
 def _fetch(graph, node):
     if node.op == "get_attr":
         return getattr(graph, node.target)
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):  # a factory's template (new_full(x, ...)): only its layout is read
+        return torch.empty_strided(val.shape, val.stride(), dtype=val.dtype, device=val.device)
     raise ValueError(f"constant folding met a non-constant input {node}")

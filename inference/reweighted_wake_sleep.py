@@ -81,27 +81,46 @@ class ReweightedWakeSleep(IWAEELBO):
         self.insomnia = float(insomnia)
         self.sleep_inputs = tuple(sleep_inputs)
         self.wake_guide_term = wake_guide_term
-        self.last_terms: dict[str, float] = {}
+        self._last_terms: dict = {}
 
     def surrogates(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(loss, model_surrogate, guide_surrogate)`` for one minibatch: the negative
         IWAE bound (no gradient) and the two sums whose gradients are the estimators."""
+        loss, model_surrogate, guide_surrogate, self._last_terms = self._surrogates(model, guide, args, kwargs)
+        return loss, model_surrogate, guide_surrogate
+
+    def _surrogates(self, model, guide, args, kwargs):
+        """:meth:`surrogates` and the monitored terms, all as tensors (so that a recorded step returns them)."""
         w = self._weights(model, guide, args, kwargs, constant_samples=True)
         log_w = w.log_w.detach()
         norm_w = torch.softmax(log_w, dim=0)  # over each datapoint's own particles
         loss = -w.scale * self._bound(log_w).sum()
         model_surrogate = -w.scale * (norm_w * w.log_p).sum()
-        guide_surrogate = torch.zeros((), device=log_w.device)
-        terms = {"bound": -float(loss) / (w.scale * log_w.shape[1])}
+        guide_surrogate = None
+        # the bound per datapoint is -loss / (scale * batch); the divisor rides along as a (constant) tensor
+        terms = {"bound_divisor": log_w.new_full((), w.scale * log_w.shape[1], dtype=torch.float64)}
         if self.insomnia > 0:
             log_q = w.log_q if self.wake_guide_term is None else w.log_q + self.wake_guide_term(w.guide_trace, *args, **kwargs).reshape(log_w.shape)
-            guide_surrogate = guide_surrogate - self.insomnia * w.scale * (norm_w * log_q).sum()
+            guide_surrogate = -self.insomnia * w.scale * (norm_w * log_q).sum()
         if self.insomnia < 1:
             sleep_log_q = self._sleep_log_q(model, guide, log_w.shape[1])
-            guide_surrogate = guide_surrogate - (1 - self.insomnia) * w.scale * sleep_log_q.sum()
-            terms["sleep_log_q"] = float(sleep_log_q.detach().mean())
-        self.last_terms = terms
-        return loss, model_surrogate, guide_surrogate
+            sleep = -(1 - self.insomnia) * w.scale * sleep_log_q.sum()
+            guide_surrogate = sleep if guide_surrogate is None else guide_surrogate + sleep
+            terms["sleep_log_q"] = sleep_log_q.detach().mean()
+        terms["loss"] = loss
+        return loss, model_surrogate, guide_surrogate, terms
+
+    @property
+    def last_terms(self) -> dict[str, float]:
+        """The last update's monitored terms: the bound per datapoint, and the mean sleep log q(h | x) when the
+        sleep phase runs (read into floats when asked, not every step)."""
+        t = self._last_terms
+        if not t:
+            return {}
+        out = {"bound": -float(t["loss"]) / float(t["bound_divisor"])}
+        if "sleep_log_q" in t:
+            out["sleep_log_q"] = float(t["sleep_log_q"])
+        return out
 
     def _sleep_log_q(self, model, guide, n: int) -> torch.Tensor:
         """:math:`\\log q(h \\mid x)` at ``n`` dreams :math:`(x, h) \\sim p`, shape ``(n,)``."""
@@ -121,17 +140,33 @@ class ReweightedWakeSleep(IWAEELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """One surrogate whose gradient is the RWS estimator for model and guide together
         (its value is not the loss: use :meth:`loss` for that)."""
-        _, model_surrogate, guide_surrogate = self.surrogates(model, guide, *args, **kwargs)
-        return model_surrogate + guide_surrogate
+        return self.replay_step(model, guide, *args, **kwargs)[0]
 
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss, model_surrogate, guide_surrogate = self.surrogates(model, guide, *args, **kwargs)
-        surrogate = model_surrogate + guide_surrogate
-        if surrogate.requires_grad:
-            surrogate.backward()
-        loss = loss.item()
+    @property
+    def replayable(self) -> bool:
+        """``loss_and_grads`` is :meth:`replay_step`, its backward and :meth:`report` (see inference.trace_replay),
+        unless a subclass adds to it."""
+        return type(self).loss_and_grads is ReweightedWakeSleep.loss_and_grads
+
+    def replay_step(self, model, guide, *args, **kwargs) -> tuple:
+        """One update as tensors: (the surrogate to differentiate, the loss to report, the monitored terms)."""
+        loss, model_surrogate, guide_surrogate, terms = self._surrogates(model, guide, args, kwargs)
+        surrogate = model_surrogate if guide_surrogate is None else model_surrogate + guide_surrogate
+        return (surrogate, loss, *terms.values())
+
+    def report(self, out) -> float:
+        """The float :meth:`loss_and_grads` returns, from :meth:`replay_step`'s outputs; keeps them for ``last_terms``."""
+        names = ["bound_divisor", *(["sleep_log_q"] if self.insomnia < 1 else []), "loss"]
+        self._last_terms = dict(zip(names, out[2:]))
+        loss = out[1].item()
         warn_if_nan(loss, "loss")
         return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        out = self.replay_step(model, guide, *args, **kwargs)
+        if out[0].requires_grad:
+            out[0].backward()
+        return self.report(out)
 
 
 def wake_sleep(insomnia: float = 0.0, **options) -> ReweightedWakeSleep:

@@ -49,7 +49,7 @@ class SBNObjectiveSpec:
                                    min=0.0, max=0.99)
     local_signals: bool = option(True, doc="nvil: one learning signal per layer (only the terms it can change)")
     normalise_variance: bool = option(True, doc="nvil: divide the centred signal by max(1, running sd)")
-    replay: bool = option(True, doc="nvil, iwae: run each update as the tensor program recorded from the first, "
+    replay: bool = option(True, doc="nvil, vimco, rws, wake_sleep, iwae: run each update as the tensor program recorded from the first, "
                           "without Pyro's handlers (same losses, gradients, running statistics and random numbers; "
                           "checked against Pyro, which takes over when they differ); an NVIL epoch takes 1.05x a "
                           "hand-written loop's with it, 1.27x without (benchmarks/sbn_vs_plain.py)")
