@@ -6,7 +6,10 @@ none of it tensor work. For a model/guide pair whose structure depends only on
 the shapes of its inputs (no branch on a tensor's value, no Python state that
 changes between steps), the tensor operations of one step, sampling included,
 are the same every step. :func:`torch.fx.experimental.proxy_tensor.make_fx`
-records them once at the ATen level; later steps run the recording. Parameters
+records them once above autograd (``pre_dispatch=True``: the ``no_grad`` block
+around a distribution's draw is recorded too, so a sample never joins the
+backward), :mod:`inference.recording_simplify` removes what only the Python
+route needed, and later steps run the recording. Parameters
 are captured by reference (an optimiser's in-place update is seen), random ops
 are recorded as ops that draw from the global generator afresh, and the
 recording calls the same kernels in the same order as the Pyro route, so the
@@ -30,7 +33,10 @@ What keeps it honest:
 
 Only objectives that declare ``replayable = True`` use it: those whose
 ``loss_and_grads`` is exactly ``differentiable_loss(...).backward()`` with no
-other side effect (a running baseline, an annealed weight read as a float).
+other side effect (an annealed weight read as a float), or that say what more
+a step does with ``replay_step`` (the tensors to differentiate and report,
+updating declared ``state`` such as NVIL's running statistics) and ``report``
+(those outputs to the float the step returns).
 """
 
 from __future__ import annotations
