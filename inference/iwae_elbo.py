@@ -112,7 +112,9 @@ class IWAEELBO(ELBO):
         surrogate = bound
         if not isinstance(w.log_q_score, float):
             # REINFORCE for non-reparameterised guide sites, learning signal = the bound itself.
-            surrogate = surrogate + bound.detach() * w.log_q_score.sum(0) - (bound.detach() * w.log_q_score.sum(0)).detach()
+            # (t - t.detach()) is exactly 0, so the value stays the bound itself: bound + t - t would round
+            score = bound.detach() * w.log_q_score.sum(0)
+            surrogate = surrogate + (score - score.detach())
         return -surrogate.sum() if w.scale == 1.0 else -w.scale * surrogate.sum()
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:

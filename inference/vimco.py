@@ -63,5 +63,5 @@ class VIMCO(IWAEELBO):
         if not isinstance(w.log_q_score, float):
             signal = bound.detach().unsqueeze(0) - leave_one_out_bounds(w.log_w)  # (k, N)
             score = (signal * w.log_q_score).sum(0)
-            surrogate = surrogate + score - score.detach()
+            surrogate = surrogate + (score - score.detach())  # exactly 0 in value: the bound is not rounded
         return -w.scale * surrogate.sum()
