@@ -111,13 +111,19 @@ def _dbm_ais(r: dict) -> list:
             Row(f"AIS log Z, DBM {layers}, hand-written loop", "its matrix products alone", r["ratio_plain_over_floor"])]
 
 
+#: sbn_vs_plain's objectives (``--objective``) beyond NVIL, each its own JSON, ``sbn_vs_plain_<objective>.json``
+SBN_PLAIN_OBJECTIVES = ("vimco", "rws", "wake_sleep", "iwae")
+
+
 def _sbn_plain(r: dict) -> list:
     s = r["settings"]
-    arch = "-".join(map(str, s["arch"]))
-    return [Row(f"SBN {arch} training epoch, {s['objective'].upper()}, shared driver (batch {s['batch_size']})",
+    arch, k = "-".join(map(str, s["arch"])), s.get("num_particles")
+    name = {"wake_sleep": "wake-sleep"}.get(s["objective"], s["objective"].upper())
+    if s["objective"] in ("vimco", "rws", "iwae") and k:
+        name += f" (k = {k})"
+    return [Row(f"SBN {arch} training epoch, {name}, shared driver (batch {s['batch_size']})",
                 "hand-written loop, fused Adam", r["ratio_ours_over_plain"], r.get("aim", 1.1)),
-            Row(f"SBN {arch} training epoch, {s['objective'].upper()}", "its matrix products alone",
-                r["ratio_ours_over_floor"])]
+            Row(f"SBN {arch} training epoch, {name}", "its matrix products alone", r["ratio_ours_over_floor"])]
 
 
 def _gibbs(r: dict) -> list:
@@ -154,6 +160,8 @@ BENCHMARKS = [
     Benchmark("dbm_ais_vs_plain", ["--temperatures", "300", "--repeats", "2"], _dbm_ais,
               ("--temperatures", "1000", "--repeats", "5")),
     Benchmark("sbn_vs_plain", ["--repeats", "3"], _sbn_plain, ("--repeats", "11")),
+    *(Benchmark(f"sbn_vs_plain_{o}", ["--repeats", "3", "--objective", o], _sbn_plain,
+                ("--repeats", "11", "--objective", o), script="sbn_vs_plain") for o in SBN_PLAIN_OBJECTIVES),
 ]
 NAMES = [b.name for b in BENCHMARKS]
 
