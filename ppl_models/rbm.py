@@ -133,10 +133,12 @@ class _BipartiteEnergy(nn.Module):
         v2, h2 = v.reshape(-1, v.shape[-1]), h.reshape(-1, h.shape[-1])
         if weights is None:
             weights = v2.new_full((v2.shape[0],), 1.0 / v2.shape[0])
-        hw = h2 * weights.unsqueeze(-1)
+        # dE/dW = -v h^T: negate the (rows x H) weights, not the (V x H) product (one pass over W fewer; the
+        # same bits, as negation commutes exactly with products and sums)
+        hw = h2 * weights.neg().unsqueeze(-1)
         grads = {
-            "weight": self._visible_input(v2).t().mm(hw).neg_(),
-            "hidden_bias": hw.sum(0).neg_(),
+            "weight": self._visible_input(v2).t().mm(hw),
+            "hidden_bias": hw.sum(0),
         }
         grads.update(self._visible_gradients(v2, h2, weights))
         return {name: grads[name] for name, p in self.named_parameters() if p.requires_grad}
