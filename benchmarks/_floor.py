@@ -94,6 +94,35 @@ def median_seconds(f: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def products_pass(products: list, times: int = 1) -> Callable[[], None]:
+    """A callable that runs every recorded product once, in order, ``times`` times over (an epoch's worth of
+    steps): to be timed interleaved with the path itself (:func:`interleaved_seconds`), so that both meet the
+    same machine (on this VM a floor timed minutes apart drifted by up to 10%)."""
+    operands = _operands(products)
+    mm = [torch.bmm if len(a.shape) == 3 else torch.mm for a, _ in operands]
+
+    def run():
+        for _ in range(times):
+            for f, (a, b) in zip(mm, operands):
+                f(a, b)
+
+    return run
+
+
+def interleaved_seconds(fns: dict, repeats: int) -> dict:
+    """Seconds of each of ``fns`` (name -> callable) over ``repeats`` rounds, one call each per round, the order
+    reversed every other round; one untimed call each first. Returns name -> list of seconds (pair them by round)."""
+    for f in fns.values():
+        f()
+    times = {name: [] for name in fns}
+    for r in range(repeats):
+        for name, f in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
+            t = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
 def time_products(products: list, repeats: int = 7) -> float:
     """Median seconds, over ``repeats``, of running every recorded product once, in order."""
     operands = _operands(products)
