@@ -3,14 +3,16 @@ program it cannot replay faithfully (a value read into Python, an in-place updat
 of structure that shapes do not show) is put back on the Pyro route."""
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 
 from inference.iwae_elbo import IWAEELBO
 from inference.multi_sample_elbo import MultiSampleELBO
+from inference.nvil import NVIL, NVILBaseline
+from inference.reweighted_wake_sleep import ReweightedWakeSleep, wake_sleep
 from inference.trace_replay import TraceReplay
 from inference.training import PyroObjective, fit
+from inference.vimco import VIMCO
 from ppl_models.vae import VAE, VAEArchitecture
 
 
@@ -205,32 +207,39 @@ def test_families_that_replay_by_default_train_as_the_pyro_route(family, tmp_pat
     assert histories["true"] == histories["false"]
 
 
-@pytest.mark.parametrize("local", [True, False], ids=["local-signals", "global-signal"])
-def test_nvil_with_its_running_statistics_trains_bit_for_bit_as_the_pyro_route(local):
-    """NVIL's step also updates its baseline's running mean and variance in place: the replay records that
-    update as part of the step and repeats it once per step, as the Pyro route does."""
-    from inference.nvil import NVIL, NVILBaseline
+def train_sbn_both_ways(make_elbo):
+    """A 12-5-3 SBN trained 3 epochs by ``make_elbo(sbn)`` through the Pyro route and replayed, from the same
+    start and seed; asserts that both end alike (losses, parameters and buffers, random stream, last_terms) and
+    returns the replayed run's objective."""
     from inference.training import with_auxiliary
     from ppl_models.sbn import SBNArchitecture, SigmoidBeliefNet
 
     def train(replay):
         torch.manual_seed(0)
         sbn = SigmoidBeliefNet(SBNArchitecture(x_dim=12, hidden=[5, 3]))
-        baseline = NVILBaseline(12, 2 if local else 1, hidden=6)
-        objective = PyroObjective(NVIL(baseline, chain=sbn.chain if local else None), sbn.model, sbn.guide,
-                                  replay=replay)
+        objective = PyroObjective(make_elbo(sbn), sbn.model, sbn.guide, replay=replay)
         module = with_auxiliary(sbn, objective)
         history = fit(objective, (binary_data(),), module=module, epochs=3, batch_size=20, seed=3,
                       progress=False).history
         return module, objective, history, torch.get_rng_state()
 
-    plain, _, plain_history, plain_rng = train(False)
+    plain, plain_objective, plain_history, plain_rng = train(False)
     fast, objective, fast_history, fast_rng = train(True)
     assert set(objective.replay_status.values()) == {"replayed"}, objective.replay_status
     assert [h["train_loss"] for h in fast_history] == [h["train_loss"] for h in plain_history]
     for (name, p), q in zip(plain.state_dict().items(), fast.state_dict().values()):
-        assert torch.equal(p, q), name  # parameters and the running statistics
+        assert torch.equal(p, q), name  # parameters and buffers (NVIL's running statistics)
     assert torch.equal(plain_rng, fast_rng)
+    assert getattr(objective.elbo, "last_terms", {}) == getattr(plain_objective.elbo, "last_terms", {})
+    return objective
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-signals", "global-signal"])
+def test_nvil_with_its_running_statistics_trains_bit_for_bit_as_the_pyro_route(local):
+    """NVIL's step also updates its baseline's running mean and variance in place: the replay records that
+    update as part of the step and repeats it once per step, as the Pyro route does."""
+    objective = train_sbn_both_ways(lambda sbn: NVIL(NVILBaseline(12, 2 if local else 1, hidden=6),
+                                                     chain=sbn.chain if local else None))
     assert objective.elbo.last_terms["signal_var"] > 0
     # the guide's samples are drawn under no_grad, and the replay keeps them so: its backward is the Pyro
     # route's, with no path that carries a zero gradient back through the draws (and their matrix products)
@@ -258,31 +267,12 @@ def backward_ops(loss) -> dict:
 
 
 @pytest.mark.parametrize("make_elbo", [
-    lambda: __import__("inference.vimco", fromlist=["VIMCO"]).VIMCO(num_particles=4, max_plate_nesting=1),
-    lambda: __import__("inference.reweighted_wake_sleep", fromlist=["x"]).ReweightedWakeSleep(
-        num_particles=4, insomnia=1.0, max_plate_nesting=1),
-    lambda: __import__("inference.reweighted_wake_sleep", fromlist=["x"]).ReweightedWakeSleep(
-        num_particles=3, insomnia=0.5, max_plate_nesting=1),
-    lambda: __import__("inference.reweighted_wake_sleep", fromlist=["x"]).wake_sleep(max_plate_nesting=1),
+    lambda sbn: VIMCO(num_particles=4, max_plate_nesting=1),
+    lambda sbn: ReweightedWakeSleep(num_particles=4, insomnia=1.0, max_plate_nesting=1),
+    lambda sbn: ReweightedWakeSleep(num_particles=3, insomnia=0.5, max_plate_nesting=1),
+    lambda sbn: wake_sleep(max_plate_nesting=1),
 ], ids=["vimco-k4", "rws-k4", "rws-k3-insomnia0.5", "wake-sleep"])
 def test_sbn_estimators_train_bit_for_bit_as_the_pyro_route(make_elbo):
     """VIMCO (an IWAE surrogate with leave-one-out signals) and (reweighted) wake-sleep, whose sleep phase dreams
     from the model under no_grad and scores the dream under the guide, replay as they run through Pyro."""
-    from ppl_models.sbn import SBNArchitecture, SigmoidBeliefNet
-
-    def train(replay):
-        torch.manual_seed(0)
-        sbn = SigmoidBeliefNet(SBNArchitecture(x_dim=12, hidden=[5, 3]))
-        elbo = make_elbo()
-        objective = PyroObjective(elbo, sbn.model, sbn.guide, replay=replay)
-        history = fit(objective, (binary_data(),), module=sbn, epochs=3, batch_size=20, seed=3, progress=False).history
-        return sbn, objective, history, torch.get_rng_state()
-
-    plain, plain_objective, plain_history, plain_rng = train(False)
-    fast, objective, fast_history, fast_rng = train(True)
-    assert set(objective.replay_status.values()) == {"replayed"}, objective.replay_status
-    assert [h["train_loss"] for h in fast_history] == [h["train_loss"] for h in plain_history]
-    for (name, p), q in zip(plain.state_dict().items(), fast.state_dict().values()):
-        assert torch.equal(p, q), name
-    assert torch.equal(plain_rng, fast_rng)
-    assert getattr(objective.elbo, "last_terms", {}) == getattr(plain_objective.elbo, "last_terms", {})
+    train_sbn_both_ways(make_elbo)
