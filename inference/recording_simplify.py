@@ -21,6 +21,7 @@ import torch
 
 __all__ = ["mutating_ops", "simplify"]
 
+
 def _root(node):
     """The node a view chain starts from (a view's output aliases its first input)."""
     while (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
