@@ -12,7 +12,9 @@ baseline, the raw loop keeping a reference to every visible state and stacking
 them at the end, is the least any saving can cost. Repetitions of all of them
 are interleaved so load from other processes hits each; ratios of medians, of best repetitions and the median of
 each repetition's ratio (throughput ours / raw, aim >= 0.8) and the extra
-milliseconds per draw of each saving mode go to ``benchmarks/results/gibbs_throughput.json``.
+milliseconds per draw of each saving mode go to ``benchmarks/results/gibbs_throughput.json``, beside the
+floor: the two matrix products of a sweep (read off a raw sweep by ``_floor.record_products``) run alone
+for the same sweeps, interleaved with the rest.
 
 Run: ``python benchmarks/gibbs_throughput.py [--chains 100] [--sweeps 300] [--k 1] [--repeats 5]``
 """
@@ -30,6 +32,7 @@ import torch
 from pyro.infer import MCMC
 from threadpoolctl import threadpool_limits
 
+from _floor import products_pass, record_products
 from inference.block_gibbs import BlockGibbs
 from inference.mcmc_driver import DrawRecorder
 from ppl_models.rbm import RBM
@@ -78,10 +81,15 @@ def main():
     v0 = torch.bernoulli(torch.full((args.chains, 784), 0.5))
     h0 = torch.bernoulli(torch.full((args.chains, args.hidden), 0.5))
     settings = {"no_sites_saved": None, "visible_saved": "recorder", "visible_saved_by_pyro": "pyro"}
-    times = {"raw": [], "raw_visible_kept": [], **{name: [] for name in settings}}
+    times = {"raw": [], "raw_visible_kept": [], "matrix_products": [], **{name: [] for name in settings}}
     ours(rbm, args.chains, 10 * args.k, args.k, None)  # warm-up of threads and allocator
     raw_loop(W, b, c, v0, h0, 10)
+    products = products_pass(record_products(lambda: raw_loop(W, b, c, v0, h0, 1)), args.sweeps)
+    products()
     for _ in range(args.repeats):
+        t = time.perf_counter()
+        products()
+        times["matrix_products"].append(time.perf_counter() - t)
         for name, save in settings.items():
             t = time.perf_counter()
             ours(rbm, args.chains, args.sweeps, args.k, save)
@@ -117,6 +125,8 @@ def main():
             name: 1e3 * (med[name] - med["no_sites_saved"]) / draws for name in ("visible_saved", "visible_saved_by_pyro")
         },
         "raw_keeping_ms_per_sweep": 1e3 * (med["raw_visible_kept"] - med["raw"]) / args.sweeps,
+        # time over the sweeps' matrix products alone (medians), ours with no sites saved and the raw loop
+        "time_over_matrix_products": {name: med[name] / med["matrix_products"] for name in ("no_sites_saved", "raw")},
         "aim": 0.8,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -130,6 +140,7 @@ def main():
     for name, ms in result["saving_ms_per_draw"].items():
         print(f"{name}: saving adds {ms:.3f} ms per draw; ratio to the raw loop keeping v "
               f"{result['saved_ratio_over_raw_visible_kept'][name]:.3f}")
+    print("over the matrix products alone: " + ", ".join(f"{k} {v:.2f}" for k, v in result["time_over_matrix_products"].items()))
     print(f"raw: {result['sweeps_x_chains_per_s']['raw']:.0f} sweeps*chains/s "
           f"(keeping v adds {result['raw_keeping_ms_per_sweep']:.3f} ms per sweep) -> {args.out}")
 
