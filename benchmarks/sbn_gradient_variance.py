@@ -43,7 +43,9 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _floor import median_seconds  # noqa: E402
 from inference.nvil import NVIL  # noqa: E402
 from inference.training import PyroObjective, fit, with_auxiliary  # noqa: E402
 from ppl_models import catalogue  # noqa: E402
@@ -107,13 +109,7 @@ def matmul_floor(layers: list[tuple[int, int, bool]], rows: int, reps: int = 50)
             if back:
                 gy @ w
 
-    step()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(step, reps)
 
 
 def main():
