@@ -29,6 +29,12 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"ppl-models: error: {message} (see `{self.prog} --help`)\n")
 
 
+#: the largest count a flag takes (particles, temperatures, sweeps, samples): a tensor dimension PyTorch
+#: indexes with 32 bits, and far beyond any run that finishes (a mistyped 10**20 particles otherwise runs
+#: its chunks for ever instead of being refused)
+MAX_COUNT = 2**31 - 1
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -36,6 +42,8 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT} (2**31 - 1), got {text!r}")
     return value
 
 

@@ -56,6 +56,9 @@ def test_argument_errors_are_one_line_with_the_flag(capsys, trained):
         (["evaluate", trained, "--particles", "-5"], "--particles: must be a positive integer, got '-5'"),
         (["evaluate", trained, "--particles", "0"], "--particles: must be a positive integer, got '0'"),
         (["sample", trained, "-n", "zero"], "-n: must be a positive integer"),
+        # found by the long fuzz run: 10**20 particles ran its chunks for ever instead of being refused
+        (["evaluate", trained, "--particles", "99999999999999999999"], "--particles: must be at most 2147483647"),
+        (["query", trained, "log_prob", "--particles", "2147483648"], "--particles: must be at most 2147483647"),
         (["train", "vae", "--epochs", "many"], "--epochs: invalid int value"),
         (["train"], "the following arguments are required: model"),
         (["frobnicate"], "invalid choice"),
