@@ -49,7 +49,11 @@ The loss the driver records is the surrogate whose gradient this is,
 the hidden inputs already computed (no extra matrix product); ``loss`` on
 held-out data uses the current chains, so validation minus training loss is
 Hinton's free-energy gap, the overfitting monitor. The optimiser (SGD with
-momentum, weight decay on the couplings) and the schedule are the driver's;
+momentum, weight decay on the couplings) and the schedule are the driver's,
+except that plain SGD (no momentum, no decay: scikit-learn's ``BernoulliRBM``
+setting) is applied here when the driver asks (:meth:`ContrastiveDivergence.sgd_step`):
+the model adds :math:`-\eta` times the weights' statistic to them inside the GEMM
+that computes it (``addmm_``), so the gradient is never written and read back;
 an optional sparsity target on the hidden biases (Lee, Ekanadham & Ng 2008)
 is added here, to the gradient of the parameter whose role is ``hidden_bias``.
 
@@ -62,6 +66,7 @@ References
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -99,6 +104,10 @@ class ContrastiveDivergence:
         num_chains=..., k=...)``: :class:`BlockGibbs` (default), or
         :class:`~inference.single_site_gibbs.SingleSiteGibbs` for a fully visible BM (an energy whose
         hidden block is empty, so the statistics below reduce to those of the visible units).
+    :param bool fused_sgd: let the driver apply a plain SGD update (no momentum, no weight decay) through
+        :meth:`sgd_step`, the weights' update accumulated into the statistic's GEMM instead of written as a
+        gradient and stepped by ``torch.optim.SGD``: the same update up to rounding, without a pass over
+        the weights and the optimiser's per-step overhead. False: always ``loss_and_grads`` and the optimiser.
 
     Example::
 
@@ -110,7 +119,7 @@ class ContrastiveDivergence:
     def __init__(self, model, k: int = 1, persistent: bool = True, num_chains: Optional[int] = None,
                  sparsity_target: Optional[float] = None, sparsity_cost: float = 0.1, sparsity_decay: float = 0.9,
                  compute_loss: bool = True, kernel_class=BlockGibbs,
-                 data_statistics: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                 data_statistics: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, fused_sgd: bool = True):
         self.model = model
         self.data_statistics = data_statistics
         self.kernel_class = kernel_class
@@ -124,6 +133,7 @@ class ContrastiveDivergence:
             raise SpecError(f"sparsity_cost must be >= 0 and sparsity_decay in [0, 1], got {sparsity_cost!r}, {sparsity_decay!r}")
         self.num_chains = num_chains
         self.compute_loss = bool(compute_loss)
+        self.fused_sgd = bool(fused_sgd)
         self.sparsity_target, self.sparsity_cost, self.sparsity_decay = sparsity_target, sparsity_cost, sparsity_decay
         self.kernel: Optional[BlockGibbs] = None
         self.running_activation: Optional[torch.Tensor] = None
@@ -151,8 +161,9 @@ class ContrastiveDivergence:
             self.kernel = self.kernel_class(self.model, num_chains=self._chains_per_rank() or batch_size, k=self.k)
         return self.kernel
 
-    @torch.no_grad()
-    def loss_and_grads(self, v_pos: torch.Tensor) -> float:
+    def _statistics(self, v_pos: torch.Tensor):
+        """The positive phase and one call of the kernel: the rows, states and weights of the CD statistic,
+        the sparsity penalty's gradient of the hidden biases over ``sparsity_cost`` (or None) and the loss (0.0 unless computed)."""
         model = self.model
         kernel = self._kernel(v_pos.shape[0])
         if self.data_statistics is not None:
@@ -164,18 +175,46 @@ class ContrastiveDivergence:
         h_neg = kernel.last_hidden_probs
         n, m = v_pos.shape[0], v_neg.shape[0]
         weights = torch.cat([h_pos.new_full((n,), 1.0 / n), h_pos.new_full((m,), -1.0 / m)])
-        grads = model.energy_gradients(torch.cat([v_pos, v_neg]), torch.cat([h_pos, h_neg]), weights)
+        sparsity = None
         if self.sparsity_target is not None:
             mean_h = h_pos.mean(0)
             self.running_activation = (mean_h if self.running_activation is None else
                                        self.running_activation.mul(self.sparsity_decay).add_(mean_h, alpha=1 - self.sparsity_decay))
-            grads[self._hidden_bias].add_(self.running_activation - self.sparsity_target, alpha=self.sparsity_cost)
+            sparsity = self.running_activation - self.sparsity_target
+        loss = 0.0
+        if self.compute_loss:
+            self._negative_free_energy = _free_energy_sum(model, v_neg, kernel.last_hidden_logits) / m
+            loss = float(_free_energy_sum(model, v_pos, logits_pos) - n * self._negative_free_energy)
+        return torch.cat([v_pos, v_neg]), torch.cat([h_pos, h_neg]), weights, sparsity, loss
+
+    @torch.no_grad()
+    def loss_and_grads(self, v_pos: torch.Tensor) -> float:
+        v, h, weights, sparsity, loss = self._statistics(v_pos)
+        grads = self.model.energy_gradients(v, h, weights)
+        if sparsity is not None:
+            grads[self._hidden_bias].add_(sparsity, alpha=self.sparsity_cost)
         for name, p in self._trainable:
             p.grad = grads[name] if p.grad is None else p.grad.add_(grads[name])
-        if not self.compute_loss:
-            return 0.0
-        self._negative_free_energy = _free_energy_sum(model, v_neg, kernel.last_hidden_logits) / m
-        return float(_free_energy_sum(model, v_pos, logits_pos) - n * self._negative_free_energy)
+        return loss
+
+    @torch.no_grad()
+    def sgd_step(self, v_pos: torch.Tensor, lr: float) -> float:
+        """:meth:`loss_and_grads` and a plain SGD step :math:`\\theta \\leftarrow \\theta - \\eta\\, g` in one,
+        for the driver (``fused_sgd``): the model's ``add_energy_gradients_`` accumulates the coupling's
+        update into its GEMM, so no gradient is written and the optimiser's pass over the weights is
+        gone. A loss that is not finite leaves the parameters as they were (the driver then stops)."""
+        v, h, weights, sparsity, loss = self._statistics(v_pos)
+        if not math.isfinite(loss):
+            return loss
+        add = getattr(self.model, "add_energy_gradients_", None)
+        if add is not None:
+            add(v, h, weights, alpha=-lr)
+        else:  # the same update through the gradients
+            for name, g in self.model.energy_gradients(v, h, weights).items():
+                self.model.get_parameter(name).add_(g, alpha=-lr)
+        if sparsity is not None:
+            self.model.get_parameter(self._hidden_bias).add_(sparsity, alpha=-lr * self.sparsity_cost)
+        return loss
 
     @torch.no_grad()
     def loss(self, v: torch.Tensor) -> float:

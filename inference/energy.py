@@ -106,7 +106,11 @@ class TwoBlockEnergy(Protocol):
                          weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """:math:`\\sum_n w_n\\, \\partial E(v_n, h_n) / \\partial \\theta` for every trainable parameter
         (keys as in ``named_parameters``; ``weights`` default ``1/n``). With ``h = hidden_probs(v)``
-        this is :math:`\\partial F(v) / \\partial \\theta`, the statistic of CD / PCD."""
+        this is :math:`\\partial F(v) / \\partial \\theta`, the statistic of CD / PCD.
+
+        Optional, used by CD's plain-SGD update when present (not a member of this protocol):
+        ``add_energy_gradients_(v, h, weights, alpha)`` adds ``alpha`` times these gradients to the
+        parameters in place, the coupling's product accumulated by its GEMM (no gradient tensor written)."""
         ...
 
     def validate_visible(self, v: torch.Tensor, what: str = "data") -> torch.Tensor:

@@ -75,6 +75,17 @@ def make_optimizer(module: torch.nn.Module, name: str = "adam", lr: float = 1e-3
         return torch.optim.Adam(groups, lr=lr)
 
 
+def plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` steps :math:`\\theta \\leftarrow \\theta - \\eta g` and nothing else: ``torch.optim.SGD``
+    with no momentum, weight decay, Nesterov or maximisation, one learning rate for every group (a schedule
+    scales them alike). An objective may then apply the update itself (``sgd_step``, see :func:`inference.training.fit`)."""
+    if type(optimizer) is not torch.optim.SGD:
+        return False
+    groups = optimizer.param_groups
+    return all(g["momentum"] == 0 and g["weight_decay"] == 0 and not g["nesterov"] and not g["maximize"]
+               and g["lr"] == groups[0]["lr"] for g in groups)
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, name: str, *, epochs: int, steps_per_epoch: int,
                   lr_final: float = 0.0, lr_decay: float = 1.0) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-update schedule (call ``step()`` after every optimiser step); see the module doc.

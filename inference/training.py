@@ -44,7 +44,7 @@ from .checkpoint import rng_state, save_atomic, set_rng_state
 from .devices import resolve_device, to_device
 from .errors import CheckpointError, SpecError, TrainingDiverged
 from .minibatches import make_loader
-from .optimizers import OptimizerChoice, make_optimizer, make_schedule
+from .optimizers import OptimizerChoice, make_optimizer, make_schedule, plain_sgd
 from .trace_replay import TraceReplay
 
 __all__ = ["CHECKPOINT_FORMAT", "FitResult", "Objective", "PyroObjective", "evaluate_loss", "fit", "with_auxiliary"]
@@ -72,6 +72,14 @@ class Objective(Protocol):
     optimiser step per phase, in order, through
     ``loss_and_grads(*batch, phase=name)``; each phase's loss per datapoint is
     recorded as ``<phase>_loss`` and ``train_loss`` is their sum.
+
+    An objective that can apply a plain SGD update more cheaply than the optimiser
+    can from ``.grad`` (contrastive divergence folds it into the GEMM of its
+    statistic) has ``sgd_step(*batch, lr)`` (the loss, the parameters updated in
+    place) and a true ``fused_sgd``: the driver calls it instead of
+    ``loss_and_grads`` and ``optimizer.step()`` when the optimiser is
+    momentum-free SGD without weight decay (:func:`inference.optimizers.plain_sgd`),
+    in one process, with no clipping and one phase.
     """
 
     def loss_and_grads(self, *batch: torch.Tensor) -> float: ...
@@ -284,6 +292,11 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                dynamic_ncols=True, leave=False)
     params = [p for p in module.parameters() if p.requires_grad]
     phases = tuple(getattr(objective, "phases", None) or (None,))
+    fused = (getattr(objective, "fused_sgd", False) and plain_sgd(opt) and world == 1 and clip_norm is None
+             and phases == (None,)  # and the optimiser steps every trainable parameter, as the objective would
+             and {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in params})
+    if fused:  # no optimizer.step() will run: tell the schedule (else it warns that it stepped first)
+        opt._opt_called = True
     module.train()
     try:
         with pyro.validation_enabled(validate):
@@ -298,21 +311,25 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                     if world > 1:  # the global batch (order and transform as one process), then this rank's piece
                         batch = tuple(distributed.shard(t) for t in batch)
                     for phase in phases:  # (None,) unless the objective alternates updates (see Objective)
-                        opt.zero_grad(set_to_none=True)
-                        loss = (objective.loss_and_grads(*batch) if phase is None
-                                else objective.loss_and_grads(*batch, phase=phase))
-                        if world > 1:  # sum over ranks of w_r g_r, and the global loss
-                            loss = distributed.all_reduce_gradients(
-                                params, data_parallel.step_weight(combination, batch[0].shape[0], global_n), loss)
+                        lr_now = opt.param_groups[0]["lr"]
+                        if fused:  # the objective applies the update itself (see Objective): no .grad, no step
+                            loss = objective.sgd_step(*batch, lr=lr_now)
+                        else:
+                            opt.zero_grad(set_to_none=True)
+                            loss = (objective.loss_and_grads(*batch) if phase is None
+                                    else objective.loss_and_grads(*batch, phase=phase))
+                            if world > 1:  # sum over ranks of w_r g_r, and the global loss
+                                loss = distributed.all_reduce_gradients(
+                                    params, data_parallel.step_weight(combination, batch[0].shape[0], global_n), loss)
                         if not math.isfinite(loss):
                             during = "" if phase is None else f" ({phase} update)"
                             raise TrainingDiverged(
                                 f"training diverged: loss is {loss} at epoch {epoch}, step {step + 1}{during}; "
                                 "lower lr or set clip_norm (the last finished epoch's checkpoint is kept)")
-                        if clip_norm is not None:
-                            torch.nn.utils.clip_grad_norm_(params, clip_norm)
-                        lr_now = opt.param_groups[0]["lr"]
-                        opt.step()
+                        if not fused:
+                            if clip_norm is not None:
+                                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                            opt.step()
                         total += loss
                         if phase is not None:
                             phase_totals[phase] += loss

@@ -107,10 +107,10 @@ class TiedCopiesRBM(RBM):
     def hidden_free_energy(self, h: torch.Tensor) -> torch.Tensor:
         return -(self._sum_copies(h, self.hidden_copies) @ self.hidden_bias) - F.softplus(self.visible_logits(h)).sum(-1)
 
-    def energy_gradients(self, v, h, weights=None):
+    def _gradient_rows(self, v, h):
         v = self._sum_copies(v.reshape(-1, v.shape[-1]), self.visible_copies)
         h = self._sum_copies(h.reshape(-1, h.shape[-1]), self.hidden_copies)
-        return super().energy_gradients(v, h, weights)  # E is the RBM's energy of the summed copies
+        return v, h  # E is the RBM's energy of the summed copies
 
     def annealing_path(self, base: torch.Tensor):
         return VisibleLogitsAnnealingPath(self, base)

@@ -210,3 +210,114 @@ def test_partial_last_batch_and_other_chain_counts(persistent):
     assert len(result.history) == 2
     if persistent:
         assert cd.kernel.initial_params["v"].shape == (7, 6)
+
+
+def _fused_cases():
+    from inference.single_site_gibbs import SingleSiteGibbs
+    from ppl_models.dbm_pretraining import TiedCopiesRBM
+    from ppl_models.fvbm import FullyVisibleBM
+
+    def tied():
+        rbm = TiedCopiesRBM(6, 4, visible_copies=2, hidden_copies=1, weight_scale=0.5)
+        return rbm, {"data_statistics": rbm.tile}
+
+    return {
+        "rbm": lambda: (RBM(6, 4, weight_scale=0.5), {}),
+        "rbm-sparsity": lambda: (RBM(6, 4, weight_scale=0.5), {"sparsity_target": 0.1, "sparsity_cost": 0.5}),
+        "gbrbm-learned-sigma": lambda: (GaussianBernoulliRBM(6, 4, sigma=0.8, learn_sigma=True, weight_scale=0.5), {}),
+        "tied-copies": tied,
+        # no add_energy_gradients_: the update goes through energy_gradients
+        "fvbm": lambda: (FullyVisibleBM(6, weight_scale=0.5), {"kernel_class": SingleSiteGibbs}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_fused_cases()))
+def test_sgd_step_is_loss_and_grads_then_plain_sgd(case):
+    """One fused update (the weights' step accumulated by the GEMM) from the same state and random stream as
+    ``loss_and_grads`` followed by ``torch.optim.SGD``: the same loss, the same chains, parameters equal up
+    to the rounding of the fused add (float64 here)."""
+    routes = {}
+    for route in ("fused", "optimiser"):
+        torch.manual_seed(0)
+        model, options = _fused_cases()[case]()
+        model.double()
+        v = _tiny_data(9)[:, :model.num_visible].double()
+        if isinstance(model, GaussianBernoulliRBM):
+            v = torch.randn(9, model.num_visible, dtype=torch.float64)
+        cd = ContrastiveDivergence(model, k=1, persistent=True, num_chains=5, **options)
+        lr = 0.3
+        losses = []
+        for _ in range(3):  # the chains and the sparsity average carry over between updates
+            if route == "fused":
+                losses.append(cd.sgd_step(v, lr=lr))
+            else:
+                opt = torch.optim.SGD(model.parameters(), lr=lr)
+                opt.zero_grad(set_to_none=True)
+                losses.append(cd.loss_and_grads(v))
+                opt.step()
+        routes[route] = (losses, {n: p.detach().clone() for n, p in model.named_parameters()},
+                         cd.kernel.initial_params["v"].clone(), torch.get_rng_state())
+        if route == "fused":
+            assert all(p.grad is None for p in model.parameters())  # nothing written to .grad
+    (loss_f, params_f, chains_f, rng_f), (loss_o, params_o, chains_o, rng_o) = routes["fused"], routes["optimiser"]
+    assert loss_f == pytest.approx(loss_o, rel=1e-12, abs=1e-12)
+    assert torch.equal(rng_f, rng_o)  # the same draws; Gaussian chains then differ by the parameters' rounding
+    torch.testing.assert_close(chains_f, chains_o, rtol=1e-12, atol=1e-12)
+    assert params_f.keys() == params_o.keys()
+    for name in params_f:
+        torch.testing.assert_close(params_f[name], params_o[name], rtol=1e-13, atol=1e-14, msg=name)
+    initial = dict(_seeded(case).named_parameters())
+    moved = {n: float((params_f[n] - initial[n].double()).abs().max()) for n in params_f}
+    assert all(m > 1e-3 for m in moved.values()), moved  # every trainable parameter took a real step
+
+
+def _seeded(case):
+    torch.manual_seed(0)
+    return _fused_cases()[case]()[0]
+
+
+def test_fit_with_plain_sgd_takes_the_fused_step_and_follows_the_optimiser_route():
+    """fit with momentum-free SGD calls ``sgd_step`` (no ``.grad`` written), matches ``fused_sgd=False`` over
+    three epochs of a linear schedule (float64: the runs stay on one trajectory) with no scheduler warning,
+    and does not take it with momentum."""
+    import warnings
+
+    data = _tiny_data(60).double()
+
+    def run(fused_sgd, momentum=0.0):
+        torch.manual_seed(0)
+        rbm = RBM(6, 4, weight_scale=0.1).double()
+        cd = ContrastiveDivergence(rbm, k=1, persistent=True, fused_sgd=fused_sgd)
+        calls = []
+        step = cd.sgd_step
+        cd.sgd_step = lambda *a, **k: calls.append(1) or step(*a, **k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            result = fit(cd, (data,), module=rbm, epochs=3, batch_size=10, lr=0.2, momentum=momentum,
+                         lr_schedule="linear", lr_final=0.5, **SGD)
+        return rbm, result, len(calls)
+
+    fused, fused_result, fused_calls = run(True)
+    plain, plain_result, plain_calls = run(False)
+    _, _, momentum_calls = run(True, momentum=0.5)
+    assert (fused_calls, plain_calls, momentum_calls) == (18, 0, 0)
+    assert all(p.grad is None for p in fused.parameters())
+    for (name, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+    for a, b in zip(fused_result.history, plain_result.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+        assert a["lr"] == b["lr"]
+
+
+def test_sgd_step_with_a_non_finite_loss_changes_no_parameter():
+    torch.manual_seed(0)
+    rbm = RBM(6, 4, weight_scale=0.1)
+    cd = ContrastiveDivergence(rbm, k=1, persistent=True)
+    cd.sgd_step(_tiny_data(10), lr=0.1)
+    with torch.no_grad():
+        rbm.visible_bias[0] = float("inf")
+    before = {n: p.detach().clone() for n, p in rbm.named_parameters()}
+    loss = cd.sgd_step(_tiny_data(10), lr=0.1)
+    assert loss != loss or abs(loss) == float("inf")
+    for name, p in rbm.named_parameters():
+        assert torch.equal(p, before[name]), name

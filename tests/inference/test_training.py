@@ -283,3 +283,16 @@ def test_a_bare_pyro_elbo_is_refused_with_the_fix():
     vae = new_vae(0)
     with pytest.raises(SpecError, match="PyroObjective"):
         fit(IWAEELBO(3), (grey_data(),), module=vae, epochs=1, progress=False)
+
+
+def test_plain_sgd_is_momentum_free_sgd_without_decay_at_one_rate():
+    from inference.optimizers import make_optimizer, plain_sgd
+
+    module = torch.nn.Linear(3, 2)
+    assert plain_sgd(make_optimizer(module, "sgd", lr=0.1))
+    assert plain_sgd(make_optimizer(module, "sgd", lr=0.1, weight_decay=0.0, decay=["weight"]))
+    assert not plain_sgd(make_optimizer(module, "sgd", lr=0.1, momentum=0.5))
+    assert not plain_sgd(make_optimizer(module, "sgd", lr=0.1, weight_decay=0.01, decay=["weight"]))
+    assert not plain_sgd(make_optimizer(module, "adam", lr=0.1))
+    assert not plain_sgd(torch.optim.SGD([{"params": [module.weight]}, {"params": [module.bias], "lr": 0.2}], lr=0.1))
+    assert not plain_sgd(torch.optim.SGD(module.parameters(), lr=0.1, maximize=True))
