@@ -296,3 +296,25 @@ def test_plain_sgd_is_momentum_free_sgd_without_decay_at_one_rate():
     assert not plain_sgd(make_optimizer(module, "adam", lr=0.1))
     assert not plain_sgd(torch.optim.SGD([{"params": [module.weight]}, {"params": [module.bias], "lr": 0.2}], lr=0.1))
     assert not plain_sgd(torch.optim.SGD(module.parameters(), lr=0.1, maximize=True))
+
+
+@pytest.mark.parametrize("values, diverged", [
+    ([1.0, float("nan")], True),
+    ([float("inf"), 1.0], True),
+    ([3e38, 3e38], False),  # finite values whose float32 sum overflows: the cheap check must look again
+])
+def test_end_of_epoch_check_of_the_parameters(values, diverged):
+    class SetsParameters(ScriptedObjective):  # reports a finite loss whatever the parameters hold
+        def loss_and_grads(self, x):
+            self.toy.w.grad = None
+            return 0.0
+
+    toy = Toy()
+    toy.w = torch.nn.Parameter(torch.tensor(values))
+    run = lambda: fit(SetsParameters(toy, []), (torch.zeros(4, 1),), module=toy, epochs=1, batch_size=4,  # noqa: E731
+                      optimizer="sgd", lr=0.1, progress=False)
+    if diverged:
+        with pytest.raises(TrainingDiverged, match="parameter w is not finite after epoch 1"):
+            run()
+    else:
+        assert len(run().history) == 1
