@@ -2,7 +2,7 @@
 
 A path's matrix products are read off one real run of it (forward and backward) by a
 :class:`~torch.utils._python_dispatch.TorchDispatchMode` that records the shape, strides and dtype of
-every ``mm`` / ``addmm`` / ``bmm`` / ``baddbmm`` operand, so nothing is transcribed by hand and a changed
+every ``mm`` / ``addmm`` (in place too) / ``bmm`` / ``baddbmm`` operand, so nothing is transcribed by hand and a changed
 architecture changes its floor. :func:`time_products` then times those products alone on tensors of the
 same layouts, sharing memory where the path's operands did (a weight and its transpose): what the path
 would cost if everything but its matrix products were free. A ratio
@@ -22,8 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 #: the operand positions of the two matrices in each product op
-_MATRICES = {aten.mm.default: (0, 1), aten.addmm.default: (1, 2), aten.bmm.default: (0, 1),
-             aten.baddbmm.default: (1, 2)}
+_MATRICES = {aten.mm.default: (0, 1), aten.addmm.default: (1, 2), aten.addmm_.default: (1, 2),
+             aten.bmm.default: (0, 1), aten.baddbmm.default: (1, 2)}
 
 
 class Products(list):

@@ -9,7 +9,7 @@ same run, so that a reader sees which part of the gap is our code and which is a
 - **the step floor**: those products plus the algorithm's unavoidable elementwise work, each timed
   alone back to back: for PCD-1 (batch 20) the two Bernoulli draws of a Gibbs sweep (uniforms and a
   compare), the three sigmoids of the hidden means and the visible one, and the SGD update of the
-  784x500 weights and the biases; for AIS (100 runs, one temperature) the two draws and two sigmoids of
+  biases (the weights' update is accumulated by the gradient's GEMM, ``addmm_``: no pass of its own); for AIS (100 runs, one temperature) the two draws and two sigmoids of
   the transition and the two softplus of the log-weight increment. No implementation can skip any of
   it (it could fuse it, which eager PyTorch on a CPU does not).
 
@@ -17,8 +17,8 @@ The three (ours, the products an epoch or an estimate runs, the elementwise work
 round by round, and the ratios are medians of each round's: a floor timed on its own minutes away from the path
 moved by up to 10% on this VM.
 
-``ours`` is the shared driver's PCD-1 epoch (``ContrastiveDivergence``, SGD, no loss computed, as
-scikit-learn's ``fit`` computes none) and ``inference.ais.ais_log_partition``, one thread.
+``ours`` is the shared driver's PCD-1 epoch (``ContrastiveDivergence``, plain SGD applied by
+``ContrastiveDivergence.sgd_step``, no loss computed, as scikit-learn's ``fit`` computes none) and ``inference.ais.ais_log_partition``, one thread.
 Writes ``benchmarks/results/energy_floors.json``.
 
 Run: ``python benchmarks/energy_floors.py [--repeats 5] [--temperatures 2000]``
@@ -58,19 +58,18 @@ def pcd_parts(x, hidden, batch, lr, repeats):
         fit(cd, (x,), module=rbm, epochs=1, batch_size=batch, optimizer="sgd", lr=lr, progress=False)
 
     epoch()  # the chains' random start records 2 products of its own: record a step after it
-    products = record_products(lambda: cd.loss_and_grads(x[:batch]))
+    products = record_products(lambda: cd.sgd_step(x[:batch], lr))  # the step fit takes
     h_in, v_in = torch.randn(batch, hidden), torch.randn(batch, x.shape[1])
-    opt = torch.optim.SGD(rbm.parameters(), lr=lr, foreach=False)
-    grads = [torch.randn_like(p) * 1e-3 for p in rbm.parameters()]
+    biases = [torch.zeros_like(rbm.visible_bias), torch.zeros_like(rbm.hidden_bias)]
+    grads = [torch.randn_like(b) * 1e-3 for b in biases]
 
     def elementwise():
         for _ in range(steps):
             bernoulli_draw(torch.sigmoid(h_in))  # the chains' hidden draw
             bernoulli_draw(torch.sigmoid(v_in))  # their visible draw
             torch.sigmoid(h_in), torch.sigmoid(h_in)  # data and chains' hidden means
-            for p, g in zip(rbm.parameters(), grads):
-                p.grad = g
-            opt.step()
+            for b, g in zip(biases, grads):
+                b.add_(g, alpha=-lr)
 
     times = interleaved_seconds({"ours": epoch, "products": products_pass(products, steps), "rest": elementwise},
                                 repeats)
