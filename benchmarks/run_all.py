@@ -207,8 +207,18 @@ def collect(quick: bool) -> dict:
         with open(memory_path) as f:
             memory = json.load(f)
     return {"page": "ppl-models benchmarks", "quick": quick, "collected": time.strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}", "python": platform.python_version(),
             "sources": sources, "missing": missing, "rows": rows, "memory": memory}
+
+
+def cpu_model() -> str:
+    """The processor's name as the kernel reports it: the ratios move with it (two 2-core VMs of this
+    workplace drew uniforms at 2.3 and 4.7 ns each), so the page names it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        return platform.processor() or "unknown CPU"
 
 
 def chart(summary: dict, path: str) -> None:
