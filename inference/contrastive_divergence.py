@@ -163,7 +163,8 @@ class ContrastiveDivergence:
 
     def _statistics(self, v_pos: torch.Tensor):
         """The positive phase and one call of the kernel: the rows, states and weights of the CD statistic,
-        the sparsity penalty's gradient of the hidden biases over ``sparsity_cost`` (or None) and the loss (0.0 unless computed)."""
+        the sparsity penalty's gradient of the hidden biases over ``sparsity_cost`` (or None) and the loss
+        (0.0 unless computed)."""
         model = self.model
         kernel = self._kernel(v_pos.shape[0])
         if self.data_statistics is not None:
