@@ -136,6 +136,7 @@ class ContrastiveDivergence:
         self.fused_sgd = bool(fused_sgd)
         self.sparsity_target, self.sparsity_cost, self.sparsity_decay = sparsity_target, sparsity_cost, sparsity_decay
         self.kernel: Optional[BlockGibbs] = None
+        self._row_weights: dict = {}  # (n, m) -> the statistic's row weights, +1/n then -1/m: built once per shape
         self.running_activation: Optional[torch.Tensor] = None
         self._negative_free_energy: Optional[torch.Tensor] = None  # mean F of the last negative sample
         self._hidden_bias = next((n for n, role in model.parameter_roles.items() if role == "hidden_bias"), None)
@@ -175,7 +176,9 @@ class ContrastiveDivergence:
         v_neg = kernel.sample(chains)["v"]
         h_neg = kernel.last_hidden_probs
         n, m = v_pos.shape[0], v_neg.shape[0]
-        weights = torch.cat([h_pos.new_full((n,), 1.0 / n), h_pos.new_full((m,), -1.0 / m)])
+        weights = self._row_weights.get((n, m))
+        if weights is None or weights.dtype != h_pos.dtype or weights.device != h_pos.device:
+            weights = self._row_weights[n, m] = torch.cat([h_pos.new_full((n,), 1.0 / n), h_pos.new_full((m,), -1.0 / m)])
         sparsity = None
         if self.sparsity_target is not None:
             mean_h = h_pos.mean(0)

@@ -88,13 +88,14 @@ class BaseRateAnnealingPath:
         (else None); the hidden inputs :math:`x(v)` (the one matrix product besides the transition's)
         serve both."""
         hidden_input = self.model.hidden_logits(v)
+        tempered = beta * hidden_input  # the weight's softplus and the transition's hidden draw share it
         # a difference of small terms, not f_beta - f_beta_prev: float32 keeps its precision
         linear = -(beta - beta_prev) * (self.base_log_density(v) + self.model.visible_energy(v))
-        log_w = linear + (F.softplus(beta * hidden_input) - F.softplus(beta_prev * hidden_input)).sum(-1)
-        return log_w, (self._transition(beta, hidden_input) if transition else None)
+        log_w = linear + (F.softplus(tempered) - F.softplus(beta_prev * hidden_input)).sum(-1)
+        return log_w, (self._transition(beta, tempered) if transition else None)
 
-    def _transition(self, beta: float, hidden_input: torch.Tensor) -> torch.Tensor:
-        h = bernoulli_draw(torch.sigmoid(beta * hidden_input))
+    def _transition(self, beta: float, tempered_hidden_input: torch.Tensor) -> torch.Tensor:
+        h = bernoulli_draw(torch.sigmoid(tempered_hidden_input))
         if self.gaussian:
             mean = (1 - beta) * self.base + beta * self.model.visible_mean(h)
             return mean + self.s * torch.randn_like(mean)
