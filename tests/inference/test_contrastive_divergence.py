@@ -88,7 +88,7 @@ def test_gaussian_bernoulli_with_learned_sigma_raises_exact_log_likelihood():
     assert bool((gb.sigma < 0.9).all()), gb.sigma  # learned: the clusters are narrower than sigma = 1
 
 
-def _run(directory, epochs, interrupt_after=None, model_seed=5, batch_size=16):
+def _run(directory, epochs, interrupt_after=None, model_seed=5, batch_size=16, plain_sgd=False):
     torch.manual_seed(model_seed)
     rbm = RBM(6, 4, weight_scale=0.1)
 
@@ -97,17 +97,22 @@ def _run(directory, epochs, interrupt_after=None, model_seed=5, batch_size=16):
             raise KeyboardInterrupt
 
     cd = ContrastiveDivergence(rbm, persistent=True, num_chains=9, sparsity_target=0.2)
-    result = fit(cd, (_tiny_data(),), module=rbm, epochs=epochs, batch_size=batch_size, lr=0.1, momentum=0.7,
-                 weight_decay=1e-3, decay=_couplings(rbm), lr_schedule="linear", seed=3, valid=(_tiny_data(40),),
+    # plain SGD: the update CD folds into its GEMM (sgd_step); else momentum and decay through the optimiser
+    optimiser = {"momentum": 0.0, "weight_decay": 0.0} if plain_sgd else {"momentum": 0.7, "weight_decay": 1e-3}
+    result = fit(cd, (_tiny_data(),), module=rbm, epochs=epochs, batch_size=batch_size, lr=0.1, **optimiser,
+                 decay=_couplings(rbm), lr_schedule="linear", seed=3, valid=(_tiny_data(40),),
                  checkpoint_path=str(directory / "ckpt.pt"), on_epoch_end=stop, **SGD)
     return rbm, result, cd
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
-    straight, straight_result, straight_cd = _run(tmp_path / "a", epochs=5)
+@pytest.mark.parametrize("plain_sgd", [False, True], ids=["momentum-and-decay", "plain-sgd-folded"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, plain_sgd):
+    straight, straight_result, straight_cd = _run(tmp_path / "a", epochs=5, plain_sgd=plain_sgd)
+    assert all(p.grad is None for p in straight.parameters()) == plain_sgd  # which route trained
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "b", epochs=5, interrupt_after=2)
-    resumed, resumed_result, resumed_cd = _run(tmp_path / "b", epochs=5, model_seed=99)  # its own init is overwritten
+        _run(tmp_path / "b", epochs=5, interrupt_after=2, plain_sgd=plain_sgd)
+    resumed, resumed_result, resumed_cd = _run(tmp_path / "b", epochs=5, model_seed=99,  # its own init is overwritten
+                                               plain_sgd=plain_sgd)
     assert resumed_result.resumed_from == 1  # the interrupt came before epoch 2's checkpoint
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         assert torch.equal(a, b), name
