@@ -166,3 +166,14 @@ def test_a_damaged_run_directory_is_a_one_line_error(name, capsys, tmp_path):
         torch.save({"epoch": 1}, f)  # a checkpoint from before the versioned format
     code, _, err = run_cli(capsys, "train", name, *COMMON, *TINY[name], "--epochs", "2", "--out", run)
     assert code == 2 and "delete it to train from scratch" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["rbm", "gbrbm", "fvbm", "dbn"])
+def test_objective_fused_sgd_reaches_contrastive_divergence(name):
+    """``objective.fused_sgd`` (on by default) is what the family's CD objective is built with: the model
+    file's switch between the folded plain-SGD update and the optimiser's."""
+    for overrides, expected in (((), True), (("objective.fused_sgd=false",), False)):
+        spec = catalogue.make_spec(name, overrides=("model.num_visible=6", *overrides))
+        fam = catalogue.family(name)
+        module = fam.build(spec) if name != "dbn" else fam.build(spec).rbms[0]
+        assert fam.make_objective(spec, module).fused_sgd is expected, (name, overrides)

@@ -70,6 +70,7 @@ class DBMObjectiveSpec:
                                    min_exclusive=0.0)
     mean_field_iterations: int = option(30, doc="training: at most this many mean-field sweeps", min=1)
     mean_field_damping: float = option(0.0, doc="mean-field damping in [0, 1) (0: plain fixed-point updates)", min=0.0)
+    fused_sgd: bool = option(True, doc="with plain SGD (train.momentum 0, no weight decay): fold the update into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it (pretraining and joint training)")
 
     def validate(self):
         if self.mean_field_damping >= 1:
@@ -151,7 +152,8 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
                     rbm.visible_bias.copy_(rbm.base_rate(rbm.tile(x))[:rbm.layer_visible].clamp(-8, 8))
             log(f"pretraining layer {l}: RBM {rbm.layer_visible}x{rbm.layer_hidden} with {rbm.visible_copies} visible / "
                 f"{rbm.hidden_copies} hidden tied copies, PCD-{p.k}, {count(epochs, 'epoch')}")
-            cd = ContrastiveDivergence(rbm, k=p.k, persistent=True, num_chains=o.num_chains, data_statistics=rbm.tile)
+            cd = ContrastiveDivergence(rbm, k=p.k, persistent=True, num_chains=o.num_chains, data_statistics=rbm.tile,
+                                       fused_sgd=o.fused_sgd)
             result = energy_base.fit(cd, (inputs,), module=rbm,
                                      **self._fit_options(spec, epochs=epochs, lr=p.lr, patience=None),
                                      decay=["weight"], transform=transform if l == 1 else None,
@@ -188,7 +190,7 @@ class DBMFamily(DBMQueries, energy_base.EnergyFamily):
             return module.even_block(v, result.means)
 
         cd = ContrastiveDivergence(module, k=spec.objective.k, persistent=True, num_chains=spec.objective.num_chains,
-                                   data_statistics=data_statistics)
+                                   data_statistics=data_statistics, fused_sgd=spec.objective.fused_sgd)
         couplings = [name for name, role in module.parameter_roles.items() if role == "coupling"]
         result = energy_base.fit(cd, (x,), module=module, **t.fit_options(), decay=couplings,
                                  valid=(valid,) if valid is not None else None, transform=transform,

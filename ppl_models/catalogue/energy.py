@@ -103,7 +103,8 @@ class EnergyFamily(EnergyQueries, Family):
         model needs another kernel passes its ``kernel_class``)."""
         o = spec.objective
         return ContrastiveDivergence(module, k=o.k, persistent=o.name == "pcd", num_chains=o.num_chains,
-                                     sparsity_target=o.sparsity_target, sparsity_cost=o.sparsity_cost)
+                                     sparsity_target=o.sparsity_target, sparsity_cost=o.sparsity_cost,
+                                     fused_sgd=o.fused_sgd)
 
     def train(self, spec, run, data, progress, log) -> dict:
         o, t = spec.objective, spec.train

@@ -55,6 +55,7 @@ class FVBMObjectiveSpec:
                        choices=("pcd", "cd"))
     k: int = option(1, doc="single-site Gibbs sweeps per parameter update", min=1)
     num_chains: Optional[int] = option(100, doc="persistent chains of PCD (None: batch_size)", min=1)
+    fused_sgd: bool = option(True, doc="with plain SGD (train.momentum 0, no weight decay): fold the update into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it")
 
 
 @dataclass
@@ -81,7 +82,7 @@ class FVBMFamily(EnergyFamily):
     def make_objective(self, spec, module) -> ContrastiveDivergence:
         o = spec.objective
         return ContrastiveDivergence(module, k=o.k, persistent=o.name == "pcd", num_chains=o.num_chains,
-                                     kernel_class=SingleSiteGibbs)
+                                     kernel_class=SingleSiteGibbs, fused_sgd=o.fused_sgd)
 
     @staticmethod
     def _monitors(module, x, valid, transform):
