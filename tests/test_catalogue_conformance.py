@@ -168,6 +168,28 @@ def test_a_damaged_run_directory_is_a_one_line_error(name, capsys, tmp_path):
     assert code == 2 and "delete it to train from scratch" in err and len(err.strip().splitlines()) == 1
 
 
+def test_dbm_passes_objective_fused_sgd_to_both_of_its_contrastive_divergences(capsys, tmp_path, monkeypatch):
+    """The dbm family builds its CDs inline (each pretraining RBM's, then the joint one): all take the switch."""
+    import ppl_models.catalogue.dbm as dbm_family
+    from inference.contrastive_divergence import ContrastiveDivergence
+
+    seen = []
+
+    class Recording(ContrastiveDivergence):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.fused_sgd)
+
+    monkeypatch.setattr(dbm_family, "ContrastiveDivergence", Recording)
+    for value in ("true", "false"):
+        seen.clear()
+        code, _, err = run_cli(capsys, "train", "dbm", *COMMON, *TINY["dbm"], "--epochs", "1", "--set", "train.momentum=0",
+                               "--set", "train.weight_decay=0", "--set", f"objective.fused_sgd={value}",
+                               "--out", str(tmp_path / value))
+        assert code == 0, err
+        assert seen == [value == "true"] * 3, (value, seen)  # two pretraining RBMs, then joint training
+
+
 @pytest.mark.parametrize("name", ["rbm", "gbrbm", "fvbm", "dbn"])
 def test_objective_fused_sgd_reaches_contrastive_divergence(name):
     """``objective.fused_sgd`` (on by default) is what the family's CD objective is built with: the model
