@@ -2,8 +2,8 @@
 
 A path's matrix products are read off one real run of it (forward and backward) by a
 :class:`~torch.utils._python_dispatch.TorchDispatchMode` that records the shape, strides and dtype of
-every ``mm`` / ``addmm`` (in place too) / ``bmm`` / ``baddbmm`` operand, so nothing is transcribed by hand and a changed
-architecture changes its floor. :func:`time_products` then times those products alone on tensors of the
+every ``mm`` / ``addmm`` (in place too) / ``bmm`` / ``baddbmm`` operand, so nothing is transcribed by hand
+and a changed architecture changes its floor. :func:`time_products` then times those products alone on tensors of the
 same layouts, sharing memory where the path's operands did (a weight and its transpose): what the path
 would cost if everything but its matrix products were free. A ratio
 ``path time / floor`` says how far a path is from the machine.
@@ -125,14 +125,7 @@ def interleaved_seconds(fns: dict, repeats: int) -> dict:
 
 def time_products(products: list, repeats: int = 7) -> float:
     """Median seconds, over ``repeats``, of running every recorded product once, in order."""
-    operands = _operands(products)
-    mm = [torch.bmm if len(a.shape) == 3 else torch.mm for a, _ in operands]
-
-    def once():
-        for f, (a, b) in zip(mm, operands):
-            f(a, b)
-
-    return median_seconds(once, repeats)
+    return median_seconds(products_pass(products), repeats)
 
 
 def flops(products: list) -> float:

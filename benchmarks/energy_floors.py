@@ -9,8 +9,9 @@ same run, so that a reader sees which part of the gap is our code and which is a
 - **the step floor**: those products plus the algorithm's unavoidable elementwise work, each timed
   alone back to back: for PCD-1 (batch 20) the two Bernoulli draws of a Gibbs sweep (uniforms and a
   compare), the three sigmoids of the hidden means and the visible one, and the SGD update of the
-  biases (the weights' update is accumulated by the gradient's GEMM, ``addmm_``: no pass of its own); for AIS (100 runs, one temperature) the two draws and two sigmoids of
-  the transition and the two softplus of the log-weight increment. No implementation can skip any of
+  biases (the weights' update is accumulated by the gradient's GEMM, ``addmm_``: no pass of its own);
+  for AIS (100 runs, one temperature) the two draws and two sigmoids of the transition and the two
+  softplus of the log-weight increment. No implementation can skip any of
   it (it could fuse it, which eager PyTorch on a CPU does not).
 
 The three (ours, the products an epoch or an estimate runs, the elementwise work) are timed interleaved,
@@ -18,7 +19,8 @@ round by round, and the ratios are medians of each round's: a floor timed on its
 moved by up to 10% on this VM.
 
 ``ours`` is the shared driver's PCD-1 epoch (``ContrastiveDivergence``, plain SGD applied by
-``ContrastiveDivergence.sgd_step``, no loss computed, as scikit-learn's ``fit`` computes none) and ``inference.ais.ais_log_partition``, one thread.
+``ContrastiveDivergence.sgd_step``, no loss computed, as scikit-learn's ``fit`` computes none) and
+``inference.ais.ais_log_partition``, one thread.
 Writes ``benchmarks/results/energy_floors.json``.
 
 Run: ``python benchmarks/energy_floors.py [--repeats 5] [--temperatures 2000]``
@@ -29,9 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import os
 import platform
+import statistics
 import sys
 import time
 
