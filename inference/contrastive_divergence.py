@@ -50,10 +50,11 @@ the hidden inputs already computed (no extra matrix product); ``loss`` on
 held-out data uses the current chains, so validation minus training loss is
 Hinton's free-energy gap, the overfitting monitor. The optimiser (SGD with
 momentum, weight decay on the couplings) and the schedule are the driver's,
-except that plain SGD (no momentum, no decay: scikit-learn's ``BernoulliRBM``
-setting) is applied here when the driver asks (:meth:`ContrastiveDivergence.sgd_step`):
-the model adds :math:`-\eta` times the weights' statistic to them inside the GEMM
-that computes it (``addmm_``), so the gradient is never written and read back;
+except that SGD without weight decay (plain, scikit-learn's ``BernoulliRBM``
+setting, or with momentum) is applied here when the driver asks
+(:meth:`ContrastiveDivergence.sgd_step`): the weights' statistic is added to the
+weights, or to their momentum buffer, inside the GEMM that computes it
+(``addmm_``), so the gradient is never written and read back;
 an optional sparsity target on the hidden biases (Lee, Ekanadham & Ng 2008)
 is added here, to the gradient of the parameter whose role is ``hidden_bias``.
 
@@ -75,6 +76,7 @@ import torch.nn.functional as F
 from . import distributed
 from .block_gibbs import BlockGibbs, bernoulli_draw, check_k
 from .errors import SpecError
+from .folded_sgd import folded_sgd_step_
 
 __all__ = ["ContrastiveDivergence"]
 
@@ -104,10 +106,11 @@ class ContrastiveDivergence:
         num_chains=..., k=...)``: :class:`BlockGibbs` (default), or
         :class:`~inference.single_site_gibbs.SingleSiteGibbs` for a fully visible BM (an energy whose
         hidden block is empty, so the statistics below reduce to those of the visible units).
-    :param bool fused_sgd: let the driver apply a plain SGD update (no momentum, no weight decay) through
-        :meth:`sgd_step`, the weights' update accumulated into the statistic's GEMM instead of written as a
-        gradient and stepped by ``torch.optim.SGD``: the same update up to rounding, without a pass over
-        the weights and the optimiser's per-step overhead. False: always ``loss_and_grads`` and the optimiser.
+    :param bool fused_sgd: let the driver apply an SGD update without weight decay (plain or with momentum)
+        through :meth:`sgd_step`, the weights' update (or their momentum's) accumulated into the statistic's
+        GEMM instead of written as a gradient and stepped by ``torch.optim.SGD``: the same update up to
+        rounding, without a pass over the weights and the optimiser's per-step overhead. False: always
+        ``loss_and_grads`` and the optimiser.
 
     Example::
 
@@ -202,22 +205,22 @@ class ContrastiveDivergence:
         return loss
 
     @torch.no_grad()
-    def sgd_step(self, v_pos: torch.Tensor, lr: float) -> float:
-        """:meth:`loss_and_grads` and a plain SGD step :math:`\\theta \\leftarrow \\theta - \\eta\\, g` in one,
-        for the driver (``fused_sgd``): the model's ``add_energy_gradients_`` accumulates the coupling's
-        update into its GEMM, so no gradient is written and the optimiser's pass over the weights is
-        gone. A loss that is not finite leaves the parameters as they were (the driver then stops)."""
+    def sgd_step(self, v_pos: torch.Tensor, lr: float, momentum: float = 0.0, state=None,
+                 fused: bool | None = None) -> float:
+        """:meth:`loss_and_grads` and an SGD step (``torch.optim.SGD``'s, without weight decay) in one, for the
+        driver (``fused_sgd``): the weights' statistic is accumulated into the weights, or into their
+        momentum buffer, by its own GEMM (the model's ``energy_gradient_factors``; see
+        :func:`inference.folded_sgd.folded_sgd_step_`), so no gradient is written and the optimiser's pass
+        over the weights is gone. ``state`` is the optimiser's (it holds the momentum buffers) and ``fused``
+        its setting. A loss that is not finite leaves the parameters as they were (the driver then stops)."""
         v, h, weights, sparsity, loss = self._statistics(v_pos)
         if not math.isfinite(loss):
             return loss
-        add = getattr(self.model, "add_energy_gradients_", None)
-        if add is not None:
-            add(v, h, weights, alpha=-lr)
-        else:  # the same update through the gradients
-            for name, g in self.model.energy_gradients(v, h, weights).items():
-                self.model.get_parameter(name).add_(g, alpha=-lr)
-        if sparsity is not None:
-            self.model.get_parameter(self._hidden_bias).add_(sparsity, alpha=-lr * self.sparsity_cost)
+        factors = getattr(self.model, "energy_gradient_factors", None)
+        grads = (factors or self.model.energy_gradients)(v, h, weights)
+        if sparsity is not None:  # as loss_and_grads adds it
+            grads[self._hidden_bias] = grads[self._hidden_bias].add(sparsity, alpha=self.sparsity_cost)
+        folded_sgd_step_(dict(self._trainable), grads, lr, momentum=momentum, state=state, fused=fused)
         return loss
 
     @torch.no_grad()

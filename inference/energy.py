@@ -108,9 +108,10 @@ class TwoBlockEnergy(Protocol):
         (keys as in ``named_parameters``; ``weights`` default ``1/n``). With ``h = hidden_probs(v)``
         this is :math:`\\partial F(v) / \\partial \\theta`, the statistic of CD / PCD.
 
-        Optional, used by CD's plain-SGD update when present (not a member of this protocol):
-        ``add_energy_gradients_(v, h, weights, alpha)`` adds ``alpha`` times these gradients to the
-        parameters in place, the coupling's product accumulated by its GEMM (no gradient tensor written)."""
+        Optional, used by CD's folded SGD update when present (not a member of this protocol):
+        ``energy_gradient_factors(v, h, weights)``, the same gradients with a coupling's left as the
+        factors ``(A, B)`` of its product, which the update accumulates by its GEMM (no gradient tensor
+        written; :func:`inference.folded_sgd.folded_sgd_step_`)."""
         ...
 
     def validate_visible(self, v: torch.Tensor, what: str = "data") -> torch.Tensor:

@@ -75,15 +75,22 @@ def make_optimizer(module: torch.nn.Module, name: str = "adam", lr: float = 1e-3
         return torch.optim.Adam(groups, lr=lr)
 
 
-def plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer`` steps :math:`\\theta \\leftarrow \\theta - \\eta g` and nothing else: ``torch.optim.SGD``
-    with no momentum, weight decay, Nesterov or maximisation, one learning rate for every group (a schedule
-    scales them alike). An objective may then apply the update itself (``sgd_step``, see :func:`inference.training.fit`)."""
+def foldable_sgd_momentum(optimizer: torch.optim.Optimizer) -> float | None:
+    """The momentum :math:`\\mu` (0 for plain SGD) when ``optimizer`` steps :math:`b \\leftarrow \\mu b + g`,
+    :math:`\\theta \\leftarrow \\theta - \\eta b` and nothing else, so that an objective may apply the update
+    itself (:func:`inference.folded_sgd.folded_sgd_step_`, see :func:`inference.training.fit`); else None.
+
+    That is ``torch.optim.SGD`` with no weight decay, dampening, Nesterov or maximisation, and one learning
+    rate (a schedule scales them alike) and one momentum for every group."""
     if type(optimizer) is not torch.optim.SGD:
-        return False
+        return None
     groups = optimizer.param_groups
-    return all(g["momentum"] == 0 and g["weight_decay"] == 0 and not g["nesterov"] and not g["maximize"]
-               and g["lr"] == groups[0]["lr"] for g in groups)
+    first = groups[0]
+    if all(g["weight_decay"] == 0 and g["dampening"] == 0 and not g["nesterov"] and not g["maximize"]
+           and not g.get("differentiable", False) and g["lr"] == first["lr"] and g["momentum"] == first["momentum"]
+           for g in groups):
+        return float(first["momentum"])
+    return None
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, name: str, *, epochs: int, steps_per_epoch: int,

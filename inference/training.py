@@ -44,7 +44,7 @@ from .checkpoint import rng_state, save_atomic, set_rng_state
 from .devices import resolve_device, to_device
 from .errors import CheckpointError, SpecError, TrainingDiverged
 from .minibatches import make_loader
-from .optimizers import OptimizerChoice, make_optimizer, make_schedule, plain_sgd
+from .optimizers import OptimizerChoice, make_optimizer, make_schedule, foldable_sgd_momentum
 from .trace_replay import TraceReplay
 
 __all__ = ["CHECKPOINT_FORMAT", "FitResult", "Objective", "PyroObjective", "evaluate_loss", "fit", "with_auxiliary"]
@@ -73,13 +73,14 @@ class Objective(Protocol):
     ``loss_and_grads(*batch, phase=name)``; each phase's loss per datapoint is
     recorded as ``<phase>_loss`` and ``train_loss`` is their sum.
 
-    An objective that can apply a plain SGD update more cheaply than the optimiser
+    An objective that can apply an SGD update more cheaply than the optimiser
     can from ``.grad`` (contrastive divergence folds it into the GEMM of its
-    statistic) has ``sgd_step(*batch, lr)`` (the loss, the parameters updated in
-    place) and a true ``fused_sgd``: the driver calls it instead of
-    ``loss_and_grads`` and ``optimizer.step()`` when the optimiser is
-    momentum-free SGD without weight decay (:func:`inference.optimizers.plain_sgd`),
-    in one process, with no clipping and one phase.
+    statistic) has ``sgd_step(*batch, lr, momentum, state, fused)`` (the loss, the
+    parameters and the optimiser's momentum buffers in ``state`` updated in place)
+    and a true ``fused_sgd``: the driver calls it instead of ``loss_and_grads``
+    and ``optimizer.step()`` when the optimiser is SGD, with or without momentum,
+    without weight decay (:func:`inference.optimizers.foldable_sgd_momentum`), in
+    one process, with no clipping and one phase.
     """
 
     def loss_and_grads(self, *batch: torch.Tensor) -> float: ...
@@ -294,10 +295,11 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                dynamic_ncols=True, leave=False)
     params = [p for p in module.parameters() if p.requires_grad]
     phases = tuple(getattr(objective, "phases", None) or (None,))
-    fused = (getattr(objective, "fused_sgd", False) and plain_sgd(opt) and world == 1 and clip_norm is None
+    momentum = foldable_sgd_momentum(opt)
+    folded = (getattr(objective, "fused_sgd", False) and momentum is not None and world == 1 and clip_norm is None
              and phases == (None,)  # and the optimiser steps every trainable parameter, as the objective would
              and {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in params})
-    if fused:  # no optimizer.step() will run: tell the schedule (else it warns that it stepped first)
+    if folded:  # no optimizer.step() will run: tell the schedule (else it warns that it stepped first)
         opt._opt_called = True
     module.train()
     try:
@@ -314,8 +316,9 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                         batch = tuple(distributed.shard(t) for t in batch)
                     for phase in phases:  # (None,) unless the objective alternates updates (see Objective)
                         lr_now = opt.param_groups[0]["lr"]
-                        if fused:  # the objective applies the update itself (see Objective): no .grad, no step
-                            loss = objective.sgd_step(*batch, lr=lr_now)
+                        if folded:  # the objective applies the update itself (see Objective): no .grad, no step
+                            loss = objective.sgd_step(*batch, lr=lr_now, momentum=momentum, state=opt.state,
+                                                      fused=opt.param_groups[0]["fused"])
                         else:
                             opt.zero_grad(set_to_none=True)
                             loss = (objective.loss_and_grads(*batch) if phase is None
@@ -328,7 +331,7 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                             raise TrainingDiverged(
                                 f"training diverged: loss is {loss} at epoch {epoch}, step {step + 1}{during}; "
                                 "lower lr or set clip_norm (the last finished epoch's checkpoint is kept)")
-                        if not fused:
+                        if not folded:
                             if clip_norm is not None:
                                 torch.nn.utils.clip_grad_norm_(params, clip_norm)
                             opt.step()

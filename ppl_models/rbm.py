@@ -130,44 +130,30 @@ class _BipartiteEnergy(nn.Module):
         mean); with ``+1/n`` on data rows and ``-1/m`` on chain rows one call gives the
         whole CD gradient with a single GEMM. Keys are parameter names as in ``named_parameters``.
         """
-        x, hw, small = self._gradient_parts(v, h, weights)
-        grads = {"weight": x.t().mm(hw), **small}
-        return {name: grads[name] for name, p in self.named_parameters() if p.requires_grad}
+        grads = self.energy_gradient_factors(v, h, weights)
+        return {name: g if isinstance(g, torch.Tensor) else g[0].mm(g[1]) for name, g in grads.items()}
 
-    @torch.no_grad()
-    def add_energy_gradients_(self, v: torch.Tensor, h: torch.Tensor, weights: torch.Tensor | None = None,
-                              alpha: float = 1.0) -> None:
-        r""":math:`\theta \mathrel{+}= \alpha \cdot` :meth:`energy_gradients` for every trainable parameter, in place.
-
-        With :math:`\alpha = -\eta` this is a plain SGD step on the CD statistic. The weight's product
-        is accumulated into the weight by the GEMM itself (``addmm_``), so the (V x H) gradient is never
-        written and read back: the update costs no pass over the weights of its own. The same values as
-        ``energy_gradients`` followed by ``p.add_(g, alpha=alpha)``, up to the rounding of that last add.
-        """
-        x, hw, small = self._gradient_parts(v, h, weights)  # everything read before anything is written
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                if name == "weight":
-                    p.addmm_(x.t(), hw, alpha=alpha)
-                else:
-                    p.add_(small[name], alpha=alpha)
-
-    def _gradient_rows(self, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows ``(n, V)``, ``(n, H)`` at which the energy's gradient is taken (a model with tied copies
-        of a layer sums them here)."""
-        return v.reshape(-1, v.shape[-1]), h.reshape(-1, h.shape[-1])
-
-    def _gradient_parts(self, v, h, weights):
-        """``(x, hw, small)``: the weight's gradient is ``x.t() @ hw``; ``small`` holds every other
-        parameter's (trainable or not)."""
+    def energy_gradient_factors(self, v: torch.Tensor, h: torch.Tensor,
+                                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor | tuple]:
+        r""":meth:`energy_gradients` with the weight's gradient left as the factors ``(A, B)`` of its product
+        :math:`A B` (``(V, rows)`` and ``(rows, H)``), so that an update can accumulate the product into the
+        weight or its momentum inside the GEMM itself (``addmm_``) instead of writing the (V x H) gradient
+        and reading it back (:func:`inference.folded_sgd.folded_sgd_step_`). Every other parameter's
+        gradient is a tensor, as in :meth:`energy_gradients`."""
         v2, h2 = self._gradient_rows(v, h)
         if weights is None:
             weights = v2.new_full((v2.shape[0],), 1.0 / v2.shape[0])
         # dE/dW = -v h^T: negate the (rows x H) weights, not the (V x H) product (one pass over W fewer; the
         # same bits, as negation commutes exactly with products and sums)
         hw = h2 * weights.neg().unsqueeze(-1)
-        small = {"hidden_bias": hw.sum(0), **self._visible_gradients(v2, h2, weights)}
-        return self._visible_input(v2), hw, small
+        grads = {"weight": (self._visible_input(v2).t(), hw), "hidden_bias": hw.sum(0),
+                 **self._visible_gradients(v2, h2, weights)}
+        return {name: grads[name] for name, p in self.named_parameters() if p.requires_grad}
+
+    def _gradient_rows(self, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows ``(n, V)``, ``(n, H)`` at which the energy's gradient is taken (a model with tied copies
+        of a layer sums them here)."""
+        return v.reshape(-1, v.shape[-1]), h.reshape(-1, h.shape[-1])
 
     # -- AIS (inference.energy.AnnealableEnergy)
     def _base_rate_data(self, data: torch.Tensor) -> torch.Tensor:

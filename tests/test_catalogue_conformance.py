@@ -190,6 +190,27 @@ def test_dbm_passes_objective_fused_sgd_to_both_of_its_contrastive_divergences(c
         assert seen == [value == "true"] * 3, (value, seen)  # two pretraining RBMs, then joint training
 
 
+@pytest.mark.parametrize("name, overrides, folded", [
+    ("gbrbm", (), True),  # momentum 0.9, no weight decay: the momentum is folded too
+    ("rbm", (), False),  # weight decay on the couplings: the optimiser's step
+    ("rbm", ("train.weight_decay=0",), True),
+    ("rbm", ("train.weight_decay=0", "objective.fused_sgd=false"), False),
+])
+def test_family_defaults_take_the_folded_step_exactly_when_sgd_has_no_weight_decay(capsys, tmp_path, monkeypatch,
+                                                                                   name, overrides, folded):
+    from inference.contrastive_divergence import ContrastiveDivergence
+
+    calls = []
+    step = ContrastiveDivergence.sgd_step
+    monkeypatch.setattr(ContrastiveDivergence, "sgd_step", lambda self, *a, **k: calls.append(k) or step(self, *a, **k))
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    code, _, err = run_cli(capsys, "train", name, *COMMON, *TINY[name], "--epochs", "1", *sets, "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert bool(calls) is folded, (name, overrides)
+    if folded and name == "gbrbm":
+        assert calls[0]["momentum"] == 0.9
+
+
 @pytest.mark.parametrize("name", ["rbm", "gbrbm", "fvbm", "dbn"])
 def test_objective_fused_sgd_reaches_contrastive_divergence(name):
     """``objective.fused_sgd`` (on by default) is what the family's CD objective is built with: the model

@@ -70,7 +70,7 @@ class DBMObjectiveSpec:
                                    min_exclusive=0.0)
     mean_field_iterations: int = option(30, doc="training: at most this many mean-field sweeps", min=1)
     mean_field_damping: float = option(0.0, doc="mean-field damping in [0, 1) (0: plain fixed-point updates)", min=0.0)
-    fused_sgd: bool = option(True, doc="with plain SGD (train.momentum 0, no weight decay): fold the update into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it (pretraining and joint training)")
+    fused_sgd: bool = option(True, doc="with SGD and no weight decay (train.weight_decay 0; any train.momentum): fold the update, or the momentum's, into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it (pretraining and joint training)")
 
     def validate(self):
         if self.mean_field_damping >= 1:

@@ -55,7 +55,7 @@ class FVBMObjectiveSpec:
                        choices=("pcd", "cd"))
     k: int = option(1, doc="single-site Gibbs sweeps per parameter update", min=1)
     num_chains: Optional[int] = option(100, doc="persistent chains of PCD (None: batch_size)", min=1)
-    fused_sgd: bool = option(True, doc="with plain SGD (train.momentum 0, no weight decay): fold the update into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it")
+    fused_sgd: bool = option(True, doc="with SGD and no weight decay (train.weight_decay 0; any train.momentum): fold the update, or the momentum's, into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it")
 
 
 @dataclass

@@ -48,7 +48,7 @@ class CDObjectiveSpec:
     sparsity_target: Optional[float] = option(None, doc="target mean activation of each hidden unit",
                                               min_exclusive=0.0)
     sparsity_cost: float = option(0.1, doc="weight of the sparsity penalty", min=0.0)
-    fused_sgd: bool = option(True, doc="with plain SGD (train.momentum 0, no weight decay): fold the update into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it")
+    fused_sgd: bool = option(True, doc="with SGD and no weight decay (train.weight_decay 0; any train.momentum): fold the update, or the momentum's, into the statistic's GEMM (the same update up to rounding, without a pass over the weights); false: the optimiser applies it")
 
     def validate(self):
         if self.sparsity_target is not None and self.sparsity_target >= 1:

@@ -88,7 +88,12 @@ def test_gaussian_bernoulli_with_learned_sigma_raises_exact_log_likelihood():
     assert bool((gb.sigma < 0.9).all()), gb.sigma  # learned: the clusters are narrower than sigma = 1
 
 
-def _run(directory, epochs, interrupt_after=None, model_seed=5, batch_size=16, plain_sgd=False):
+ROUTES = {"momentum-and-decay": {"momentum": 0.7, "weight_decay": 1e-3},  # through the optimiser
+          "plain-sgd-folded": {"momentum": 0.0, "weight_decay": 0.0},  # CD folds the update into its GEMM
+          "momentum-folded": {"momentum": 0.7, "weight_decay": 0.0}}  # ... and the momentum too
+
+
+def _run(directory, epochs, interrupt_after=None, model_seed=5, batch_size=16, route="momentum-and-decay"):
     torch.manual_seed(model_seed)
     rbm = RBM(6, 4, weight_scale=0.1)
 
@@ -97,22 +102,20 @@ def _run(directory, epochs, interrupt_after=None, model_seed=5, batch_size=16, p
             raise KeyboardInterrupt
 
     cd = ContrastiveDivergence(rbm, persistent=True, num_chains=9, sparsity_target=0.2)
-    # plain SGD: the update CD folds into its GEMM (sgd_step); else momentum and decay through the optimiser
-    optimiser = {"momentum": 0.0, "weight_decay": 0.0} if plain_sgd else {"momentum": 0.7, "weight_decay": 1e-3}
-    result = fit(cd, (_tiny_data(),), module=rbm, epochs=epochs, batch_size=batch_size, lr=0.1, **optimiser,
+    result = fit(cd, (_tiny_data(),), module=rbm, epochs=epochs, batch_size=batch_size, lr=0.1, **ROUTES[route],
                  decay=_couplings(rbm), lr_schedule="linear", seed=3, valid=(_tiny_data(40),),
                  checkpoint_path=str(directory / "ckpt.pt"), on_epoch_end=stop, **SGD)
     return rbm, result, cd
 
 
-@pytest.mark.parametrize("plain_sgd", [False, True], ids=["momentum-and-decay", "plain-sgd-folded"])
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, plain_sgd):
-    straight, straight_result, straight_cd = _run(tmp_path / "a", epochs=5, plain_sgd=plain_sgd)
-    assert all(p.grad is None for p in straight.parameters()) == plain_sgd  # which route trained
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, route):
+    straight, straight_result, straight_cd = _run(tmp_path / "a", epochs=5, route=route)
+    assert all(p.grad is None for p in straight.parameters()) == route.endswith("folded")  # which route trained
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "b", epochs=5, interrupt_after=2, plain_sgd=plain_sgd)
+        _run(tmp_path / "b", epochs=5, interrupt_after=2, route=route)
     resumed, resumed_result, resumed_cd = _run(tmp_path / "b", epochs=5, model_seed=99,  # its own init is overwritten
-                                               plain_sgd=plain_sgd)
+                                               route=route)
     assert resumed_result.resumed_from == 1  # the interrupt came before epoch 2's checkpoint
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         assert torch.equal(a, b), name
@@ -233,18 +236,24 @@ def _fused_cases():
         "rbm-sparsity": lambda: (RBM(6, 4, weight_scale=0.5), {"sparsity_target": 0.1, "sparsity_cost": 0.5}),
         "gbrbm-learned-sigma": lambda: (GaussianBernoulliRBM(6, 4, sigma=0.8, learn_sigma=True, weight_scale=0.5), {}),
         "tied-copies": tied,
-        # no add_energy_gradients_: the update goes through energy_gradients
+        # no energy_gradient_factors: the update goes through energy_gradients
         "fvbm": lambda: (FullyVisibleBM(6, weight_scale=0.5), {"kernel_class": SingleSiteGibbs}),
     }
 
 
+OPTIMISER_SETTINGS = {"plain": {}, "momentum": {"momentum": 0.7}, "momentum-fused": {"momentum": 0.7, "fused": True}}
+
+
+@pytest.mark.parametrize("setting", list(OPTIMISER_SETTINGS))
 @pytest.mark.parametrize("case", list(_fused_cases()))
-def test_sgd_step_is_loss_and_grads_then_plain_sgd(case):
-    """One fused update (the weights' step accumulated by the GEMM) from the same state and random stream as
-    ``loss_and_grads`` followed by ``torch.optim.SGD``: the same loss, the same chains, parameters equal up
-    to the rounding of the fused add (float64 here)."""
+def test_sgd_step_is_loss_and_grads_then_the_optimisers_step(case, setting):
+    """Folded updates (the weights' step, or their momentum's, accumulated by the GEMM) from the same state
+    and random stream as ``loss_and_grads`` followed by ``torch.optim.SGD`` with the same settings: the
+    same losses, the same chains, parameters and momentum buffers equal up to the rounding of the folded
+    products (float64 here)."""
+    settings = OPTIMISER_SETTINGS[setting]
     routes = {}
-    for route in ("fused", "optimiser"):
+    for route in ("folded", "optimiser"):
         torch.manual_seed(0)
         model, options = _fused_cases()[case]()
         model.double()
@@ -253,29 +262,63 @@ def test_sgd_step_is_loss_and_grads_then_plain_sgd(case):
             v = torch.randn(9, model.num_visible, dtype=torch.float64)
         cd = ContrastiveDivergence(model, k=1, persistent=True, num_chains=5, **options)
         lr = 0.3
+        opt = torch.optim.SGD(model.parameters(), lr=lr, **settings)
         losses = []
-        for _ in range(3):  # the chains and the sparsity average carry over between updates
-            if route == "fused":
-                losses.append(cd.sgd_step(v, lr=lr))
+        for _ in range(3):  # the chains, the sparsity average and the momentum carry over between updates
+            if route == "folded":
+                losses.append(cd.sgd_step(v, lr=lr, momentum=settings.get("momentum", 0.0), state=opt.state,
+                                          fused=settings.get("fused")))
             else:
-                opt = torch.optim.SGD(model.parameters(), lr=lr)
                 opt.zero_grad(set_to_none=True)
                 losses.append(cd.loss_and_grads(v))
                 opt.step()
+        buffers = {n: opt.state[p].get("momentum_buffer") for n, p in model.named_parameters()}
         routes[route] = (losses, {n: p.detach().clone() for n, p in model.named_parameters()},
-                         cd.kernel.initial_params["v"].clone(), torch.get_rng_state())
-        if route == "fused":
+                         cd.kernel.initial_params["v"].clone(), torch.get_rng_state(), buffers)
+        if route == "folded":
             assert all(p.grad is None for p in model.parameters())  # nothing written to .grad
-    (loss_f, params_f, chains_f, rng_f), (loss_o, params_o, chains_o, rng_o) = routes["fused"], routes["optimiser"]
+    (loss_f, params_f, chains_f, rng_f, buf_f), (loss_o, params_o, chains_o, rng_o, buf_o) = (routes["folded"],
+                                                                                             routes["optimiser"])
     assert loss_f == pytest.approx(loss_o, rel=1e-12, abs=1e-12)
     assert torch.equal(rng_f, rng_o)  # the same draws; Gaussian chains then differ by the parameters' rounding
     torch.testing.assert_close(chains_f, chains_o, rtol=1e-12, atol=1e-12)
     assert params_f.keys() == params_o.keys()
     for name in params_f:
         torch.testing.assert_close(params_f[name], params_o[name], rtol=1e-13, atol=1e-14, msg=name)
+        if "momentum" in settings:
+            torch.testing.assert_close(buf_f[name], buf_o[name], rtol=1e-13, atol=1e-14, msg=f"{name}'s momentum")
+        else:
+            assert buf_f[name] is None and buf_o[name] is None
     initial = dict(_seeded(case).named_parameters())
-    moved = {n: float((params_f[n] - initial[n].double()).abs().max()) for n in params_f}
+    moved = {n: float((params_f[n] - initial[n].detach().double()).abs().max()) for n in params_f}
     assert all(m > 1e-3 for m in moved.values()), moved  # every trainable parameter took a real step
+
+
+def test_folded_sgd_step_matches_torch_sgd_on_factored_and_dense_gradients():
+    """:func:`folded_sgd_step_` against ``torch.optim.SGD`` on gradients given outright: a product's factors
+    and a tensor, over twenty float32 steps, with and without momentum, by torch's loop and fused kernels
+    (the first step sets the buffer to the gradient, as torch does); the dense parameter bit for bit (the
+    fused kernel rounds differently from the loop, so this fails if the setting is not passed on)."""
+    from inference.folded_sgd import folded_sgd_step_
+
+    torch.manual_seed(0)
+    for momentum, fused in ((0.0, None), (0.9, None), (0.9, True)):
+        w, b = torch.randn(70, 50), torch.randn(500)
+        w_ref, b_ref = w.clone().requires_grad_(), b.clone().requires_grad_()
+        opt = torch.optim.SGD([w_ref, b_ref], lr=0.1, momentum=momentum, fused=fused)
+        state = opt.state.__class__(dict)
+        for _ in range(20):
+            a, c, g = torch.randn(70, 30), torch.randn(30, 50), torch.randn(500)
+            w_ref.grad, b_ref.grad = a @ c, g.clone()
+            opt.step()
+            folded_sgd_step_({"w": w, "b": b}, {"w": (a, c), "b": g}, 0.1, momentum=momentum, state=state, fused=fused)
+        torch.testing.assert_close(w, w_ref.detach(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(b, b_ref.detach())
+        if momentum:
+            torch.testing.assert_close(state[w]["momentum_buffer"], opt.state[w_ref]["momentum_buffer"])
+            assert torch.equal(state[b]["momentum_buffer"], opt.state[b_ref]["momentum_buffer"])
+    with pytest.raises(ValueError, match="state"):
+        folded_sgd_step_({"b": b}, {"b": g}, 0.1, momentum=0.5)
 
 
 def _seeded(case):
@@ -283,15 +326,15 @@ def _seeded(case):
     return _fused_cases()[case]()[0]
 
 
-def test_fit_with_plain_sgd_takes_the_fused_step_and_follows_the_optimiser_route():
-    """fit with momentum-free SGD calls ``sgd_step`` (no ``.grad`` written), matches ``fused_sgd=False`` over
-    three epochs of a linear schedule (float64: the runs stay on one trajectory) with no scheduler warning,
-    and does not take it with momentum."""
+def test_fit_with_sgd_without_decay_takes_the_folded_step_and_follows_the_optimiser_route():
+    """fit with SGD without weight decay (plain, or with momentum) calls ``sgd_step`` (no ``.grad`` written),
+    matches ``fused_sgd=False`` over three epochs of a linear schedule (float64: the runs stay on one
+    trajectory) with no scheduler warning, and does not take it with weight decay."""
     import warnings
 
     data = _tiny_data(60).double()
 
-    def run(fused_sgd, momentum=0.0):
+    def run(fused_sgd, momentum=0.0, weight_decay=0.0):
         torch.manual_seed(0)
         rbm = RBM(6, 4, weight_scale=0.1).double()
         cd = ContrastiveDivergence(rbm, k=1, persistent=True, fused_sgd=fused_sgd)
@@ -301,19 +344,21 @@ def test_fit_with_plain_sgd_takes_the_fused_step_and_follows_the_optimiser_route
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             result = fit(cd, (data,), module=rbm, epochs=3, batch_size=10, lr=0.2, momentum=momentum,
-                         lr_schedule="linear", lr_final=0.5, **SGD)
+                         weight_decay=weight_decay, lr_schedule="linear", lr_final=0.5, **SGD)
         return rbm, result, len(calls)
 
-    fused, fused_result, fused_calls = run(True)
-    plain, plain_result, plain_calls = run(False)
-    _, _, momentum_calls = run(True, momentum=0.5)
-    assert (fused_calls, plain_calls, momentum_calls) == (18, 0, 0)
-    assert all(p.grad is None for p in fused.parameters())
-    for (name, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
-    for a, b in zip(fused_result.history, plain_result.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
-        assert a["lr"] == b["lr"]
+    _, _, decay_calls = run(True, momentum=0.5, weight_decay=0.01)
+    assert decay_calls == 0
+    for momentum in (0.0, 0.5):
+        folded, folded_result, folded_calls = run(True, momentum)
+        plain, plain_result, plain_calls = run(False, momentum)
+        assert (folded_calls, plain_calls) == (18, 0)
+        assert all(p.grad is None for p in folded.parameters())
+        for (name, a), (_, b) in zip(folded.named_parameters(), plain.named_parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+        for a, b in zip(folded_result.history, plain_result.history):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+            assert a["lr"] == b["lr"]
 
 
 def test_sgd_step_with_a_non_finite_loss_changes_no_parameter():

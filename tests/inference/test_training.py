@@ -285,17 +285,22 @@ def test_a_bare_pyro_elbo_is_refused_with_the_fix():
         fit(IWAEELBO(3), (grey_data(),), module=vae, epochs=1, progress=False)
 
 
-def test_plain_sgd_is_momentum_free_sgd_without_decay_at_one_rate():
-    from inference.optimizers import make_optimizer, plain_sgd
+def test_foldable_sgd_momentum_is_sgd_without_decay_at_one_rate_and_momentum():
+    from inference.optimizers import foldable_sgd_momentum, make_optimizer
 
     module = torch.nn.Linear(3, 2)
-    assert plain_sgd(make_optimizer(module, "sgd", lr=0.1))
-    assert plain_sgd(make_optimizer(module, "sgd", lr=0.1, weight_decay=0.0, decay=["weight"]))
-    assert not plain_sgd(make_optimizer(module, "sgd", lr=0.1, momentum=0.5))
-    assert not plain_sgd(make_optimizer(module, "sgd", lr=0.1, weight_decay=0.01, decay=["weight"]))
-    assert not plain_sgd(make_optimizer(module, "adam", lr=0.1))
-    assert not plain_sgd(torch.optim.SGD([{"params": [module.weight]}, {"params": [module.bias], "lr": 0.2}], lr=0.1))
-    assert not plain_sgd(torch.optim.SGD(module.parameters(), lr=0.1, maximize=True))
+    assert foldable_sgd_momentum(make_optimizer(module, "sgd", lr=0.1)) == 0.0
+    assert foldable_sgd_momentum(make_optimizer(module, "sgd", lr=0.1, weight_decay=0.0, decay=["weight"])) == 0.0
+    assert foldable_sgd_momentum(make_optimizer(module, "sgd", lr=0.1, momentum=0.5)) == 0.5
+    assert foldable_sgd_momentum(make_optimizer(module, "sgd", lr=0.1, weight_decay=0.01, decay=["weight"])) is None
+    assert foldable_sgd_momentum(make_optimizer(module, "adam", lr=0.1)) is None
+    assert foldable_sgd_momentum(torch.optim.SGD([{"params": [module.weight]}, {"params": [module.bias], "lr": 0.2}],
+                                                 lr=0.1)) is None
+    assert foldable_sgd_momentum(torch.optim.SGD([{"params": [module.weight]}, {"params": [module.bias], "momentum": 0.2}],
+                                                 lr=0.1, momentum=0.5)) is None
+    assert foldable_sgd_momentum(torch.optim.SGD(module.parameters(), lr=0.1, maximize=True)) is None
+    assert foldable_sgd_momentum(torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.5, nesterov=True)) is None
+    assert foldable_sgd_momentum(torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.5, dampening=0.1)) is None
 
 
 @pytest.mark.parametrize("values, diverged", [
