@@ -64,15 +64,20 @@ def record_products(step: Callable[[], None]) -> list:
 def _operands(products: list) -> list:
     storages = getattr(products, "storages", None)
     bases: dict = {}
+    if storages is not None:  # one buffer per address, as large as the largest storage seen there (memory freed
+        sizes: dict = {}      # within the step is reused at the same address by a larger tensor)
+        for i, (_, specs) in enumerate(products):
+            for j, (_, _, dtype) in enumerate(specs):
+                ptr, nbytes, _ = storages[i][j]
+                sizes[ptr, dtype] = max(sizes.get((ptr, dtype), 0), nbytes)
+        for (ptr, dtype), nbytes in sizes.items():  # values do not matter; denormals and NaNs would
+            bases[ptr, dtype] = torch.randn(max(1, nbytes // torch.empty((), dtype=dtype).element_size()), dtype=dtype)
     out = []
     for i, (_, specs) in enumerate(products):
         pair = []
         for j, (shape, stride, dtype) in enumerate(specs):
             if storages is not None:  # the same memory as in the path: views of one buffer per storage
-                ptr, nbytes, offset = storages[i][j]
-                if (ptr, dtype) not in bases:  # values do not matter; denormals and NaNs would
-                    bases[ptr, dtype] = torch.randn(max(1, nbytes // torch.empty((), dtype=dtype).element_size()),
-                                                    dtype=dtype)
+                ptr, _, offset = storages[i][j]
                 t = torch.as_strided(bases[ptr, dtype], shape, stride, offset)
             else:
                 t = torch.empty_strided(shape, stride, dtype=dtype)
