@@ -96,10 +96,28 @@ def _floors(r: dict) -> list:
                 r["aims"]["pcd_over_matrix_products"]),
             Row("PCD-1 training, RBM 784x500", "its step floor (products + draws, sigmoids, update alone)",
                 pcd["ours_over_step_floor"]),
+            *_hand_pcd(pcd),
+            *_momentum(r.get("pcd_momentum")),
             Row(f"AIS log Z, RBM 784x500, {ais['runs']} runs", "its matrix products alone", ais["ours_over_matrix_products"],
                 r["aims"]["ais_over_matrix_products"]),
             Row("AIS log Z, RBM 784x500", "its step floor (products + draws, sigmoids, softplus alone)",
                 ais["ours_over_step_floor"])]
+
+
+def _hand_pcd(pcd: dict) -> list:
+    if "ours_over_hand_written" not in pcd:  # a summary from before the hand-written loop
+        return []
+    return [Row("PCD-1 training, RBM 784x500", "hand-written eager loop, same products and folded update",
+                pcd["ours_over_hand_written"]),
+            Row("PCD-1 training, RBM 784x500, that hand-written loop", "its matrix products alone",
+                pcd["hand_written_over_matrix_products"])]
+
+
+def _momentum(m: dict | None) -> list:
+    if m is None:  # a summary from before the momentum fold
+        return []
+    return [Row(f"PCD-1 training, RBM 784x500, SGD momentum {m['momentum']} folded into the GEMM",
+                "the same through torch.optim.SGD (fused)", m["folded_over_optimiser"])]
 
 
 def _nade(r: dict) -> list:

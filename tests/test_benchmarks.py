@@ -114,3 +114,51 @@ def test_sbn_hand_written_loops_are_the_same_maths(objective, monkeypatch):
     assert abs(ours - plain) < 1e-4 * abs(ours)
     for a, b in zip(sbn.parameters(), plain_sbn.parameters()):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_energy_floors_hand_written_pcd_is_the_same_algorithm(monkeypatch):
+    """The baseline of benchmarks/energy_floors.py: from the same parameters, chains and random stream, three
+    steps of the hand-written PCD-1 loop give ContrastiveDivergence's folded plain-SGD steps (float64)."""
+    import torch
+
+    from inference.contrastive_divergence import ContrastiveDivergence
+    from ppl_models.rbm import RBM
+
+    bench = _load_benchmark("energy_floors", monkeypatch)
+    torch.manual_seed(0)
+    x = (torch.rand(15, 6) < 0.4).double()
+    rbm = RBM(6, 4, weight_scale=0.5).double()
+    with torch.no_grad():
+        rbm.visible_bias.normal_(), rbm.hidden_bias.normal_()
+    hand = bench.HandWrittenPCD(x, 4, batch=5, lr=0.3)
+    hand.W, hand.b, hand.c = (rbm.weight.detach().clone(), rbm.visible_bias.detach().clone(),
+                              rbm.hidden_bias.detach().clone())
+    cd = ContrastiveDivergence(rbm, k=1, persistent=True, compute_loss=False)
+    cd._kernel(5).initial_params = {"v": x[:5].clone(), "h": hand.h_chains}
+    torch.manual_seed(1)
+    for i in range(3):
+        cd.sgd_step(x[5 * i:5 * (i + 1)], lr=0.3)
+    torch.manual_seed(1)
+    hand.epoch(shuffle=False)
+    assert torch.equal(cd.kernel.initial_params["h"], hand.h_chains)  # the same draws
+    for ours, theirs in ((rbm.weight, hand.W), (rbm.visible_bias, hand.b), (rbm.hidden_bias, hand.c)):
+        torch.testing.assert_close(ours.detach(), theirs, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(hand.W, bench.HandWrittenPCD(x, 4, 5, 0.3).W)  # it trained
+
+
+def test_floor_operands_at_one_address_share_a_buffer_as_large_as_the_largest(monkeypatch):
+    """Memory freed within a recorded step comes back at the same address as a larger tensor: the timed
+    operands keep sharing it (as the path's did), in a buffer big enough for both (it raised before)."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(HERE))
+    import _floor
+
+    products = _floor.Products()
+    for rows in (10, 20):
+        products.append((torch.ops.aten.mm.default, [((rows, 4), (4, 1), torch.float32), ((4, 3), (3, 1), torch.float32)]))
+        products.storages.append([(1000, rows * 4 * 4, 0), (2000, 48, 0)])
+    (a1, b1), (a2, b2) = _floor._operands(products)
+    assert a2.shape == (20, 4) and a1.shape == (10, 4)
+    assert a1.untyped_storage().data_ptr() == a2.untyped_storage().data_ptr()
+    assert b1.untyped_storage().data_ptr() == b2.untyped_storage().data_ptr()
