@@ -318,7 +318,7 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                         lr_now = opt.param_groups[0]["lr"]
                         if folded:  # the objective applies the update itself (see Objective): no .grad, no step
                             loss = objective.sgd_step(*batch, lr=lr_now, momentum=momentum, state=opt.state,
-                                                      fused=opt.param_groups[0]["fused"])
+                                                      fused=opt.param_groups[0].get("fused"))
                         else:
                             opt.zero_grad(set_to_none=True)
                             loss = (objective.loss_and_grads(*batch) if phase is None
