@@ -44,7 +44,7 @@ from .checkpoint import rng_state, save_atomic, set_rng_state
 from .devices import resolve_device, to_device
 from .errors import CheckpointError, SpecError, TrainingDiverged
 from .minibatches import make_loader
-from .optimizers import OptimizerChoice, make_optimizer, make_schedule, foldable_sgd_momentum
+from .optimizers import OptimizerChoice, foldable_sgd_momentum, make_optimizer, make_schedule
 from .trace_replay import TraceReplay
 
 __all__ = ["CHECKPOINT_FORMAT", "FitResult", "Objective", "PyroObjective", "evaluate_loss", "fit", "with_auxiliary"]
@@ -297,8 +297,8 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
     phases = tuple(getattr(objective, "phases", None) or (None,))
     momentum = foldable_sgd_momentum(opt)
     folded = (getattr(objective, "fused_sgd", False) and momentum is not None and world == 1 and clip_norm is None
-             and phases == (None,)  # and the optimiser steps every trainable parameter, as the objective would
-             and {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in params})
+              and phases == (None,)  # and the optimiser steps every trainable parameter, as the objective would
+              and {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in params})
     if folded:  # no optimizer.step() will run: tell the schedule (else it warns that it stepped first)
         opt._opt_called = True
     module.train()
