@@ -14,7 +14,8 @@ same run, so that a reader sees which part of the gap is our code and which is a
   biases (the weights' update is accumulated by the gradient's GEMM, ``addmm_``: no pass of its own);
   for AIS (100 runs, one temperature) the two draws and two sigmoids of the transition and the two
   softplus of the log-weight increment. No implementation can skip any of
-  it (it could fuse it, which eager PyTorch on a CPU does not).
+  it (it could fuse it, which eager PyTorch on a CPU does not); for AIS the uniforms of its draws are
+  also timed alone: products plus those is what any implementation on torch's generator must spend.
 
 The parts (ours, the products an epoch or an estimate runs, the elementwise work, the hand-written loop)
 are timed interleaved, round by round, and the ratios are medians of each round's: a floor timed on its own
@@ -180,9 +181,20 @@ def ais_parts(rbm, runs, temperatures, repeats):
             bernoulli_draw(torch.sigmoid(0.5 * h_in))  # the transition's hidden draw
             bernoulli_draw(torch.sigmoid(v_in))  # and its visible one
 
+    hidden_u, visible_u = torch.empty(runs, rbm.num_hidden), torch.empty(runs, rbm.num_visible)
+
+    def uniforms():  # the draws' uniforms alone, into memory already there: what torch's generator costs
+        for _ in range(temperatures - 1):
+            hidden_u.uniform_(), visible_u.uniform_()
+
     times = interleaved_seconds({"ours": estimate, "products": products_pass(products, temperatures - 1),
-                                 "rest": elementwise}, repeats)
-    return {"temperatures": temperatures, "runs": runs, **_ratios(times), "elementwise_s": statistics.median(times["rest"])}
+                                 "rest": elementwise, "uniforms": uniforms}, repeats)
+    rounds = list(zip(times["products"], times["rest"], times["uniforms"]))
+    return {"temperatures": temperatures, "runs": runs, **_ratios(times), "elementwise_s": statistics.median(times["rest"]),
+            "uniforms_s": statistics.median(times["uniforms"]),
+            # no implementation on torch's generator can beat these two (the aim is 1.2 of the products)
+            "step_floor_over_matrix_products": statistics.median((p + r) / p for p, r, _ in rounds),
+            "products_and_uniforms_over_matrix_products": statistics.median((p + u) / p for p, _, u in rounds)}
 
 
 def main():
