@@ -20,13 +20,13 @@ when a step may be taken here).
 
 from __future__ import annotations
 
-from typing import Mapping, MutableMapping, Union
+from collections.abc import Mapping, MutableMapping
 
 import torch
-from torch.optim.sgd import sgd as functional_sgd  # the optimiser's own update, as a function
+from torch.optim.sgd import sgd as functional_sgd
 
 #: a gradient: a tensor, or the factors ``(A, B)`` of the product ``A @ B``
-Gradient = Union[torch.Tensor, tuple]
+Gradient = torch.Tensor | tuple
 
 __all__ = ["Gradient", "folded_sgd_step_"]
 
@@ -60,7 +60,7 @@ def folded_sgd_step_(params: Mapping[str, torch.Tensor], gradients: Mapping[str,
         else:
             buffer.addmm_(a, b, beta=momentum)
         p.add_(buffer, alpha=-lr)
-    if dense_params:
+    if dense_params:  # the optimiser's own update, as a function: the same bits as its step
         functional_sgd(dense_params, dense_grads, dense_buffers, weight_decay=0.0, momentum=momentum, lr=lr,
                        dampening=0.0, nesterov=False, maximize=False, foreach=False, fused=bool(fused))
         if momentum:  # the functional form creates the first buffers in its list; the optimiser keeps them
