@@ -70,6 +70,7 @@ class HandWrittenPCD:
         self.h_chains = (torch.rand(batch, hidden, **like) < 0.5).to(x.dtype)
         n = batch  # data rows weigh +1/n, chain rows -1/m (m = n chains), as in CD's one GEMM
         self.weights = torch.cat([torch.full((n, 1), 1.0 / n, **like), torch.full((n, 1), -1.0 / n, **like)])
+        self.bias_weights = self.weights[:, 0]
 
     def step(self, v):
         W, b, c = self.W, self.b, self.c
@@ -79,9 +80,8 @@ class HandWrittenPCD:
         h_neg = torch.sigmoid(torch.addmm(c, v_neg, W))
         self.h_chains = torch.rand_like(h_neg).lt_(h_neg).to(v.dtype)
         rows_v, rows_h = torch.cat([v, v_neg]), torch.cat([h_pos, h_neg]).mul_(self.weights)
-        w = self.weights[:, 0]
         W.addmm_(rows_v.t(), rows_h, alpha=self.lr)  # gradient ascent on the log-likelihood
-        b.add_(w @ rows_v, alpha=self.lr)
+        b.add_(self.bias_weights @ rows_v, alpha=self.lr)
         c.add_(rows_h.sum(0), alpha=self.lr)
 
     def epoch(self, shuffle=True):
@@ -101,13 +101,13 @@ def pcd_parts(x, hidden, batch, lr, repeats):
 
     epoch()  # the chains' random start records 2 products of its own: record a step after it
     products = record_products(lambda: cd.sgd_step(x[:batch], lr))  # the step fit takes
-    hand = HandWrittenPCD(x, hidden, batch, lr)
+    # whole batches (the chains' count), as many steps as ours
+    padded = torch.cat([x, x[:batch - x.shape[0] % batch]]) if x.shape[0] % batch else x
+    hand = HandWrittenPCD(padded, hidden, batch, lr)
     hand_products = record_products(lambda: hand.step(x[:batch]))
     if flops(hand_products) != flops(products):
         raise RuntimeError(f"the hand-written step runs {flops(hand_products):.3g} flops of products, ours "
                            f"{flops(products):.3g}: not the same algorithm")
-    if x.shape[0] % batch:  # whole batches (the chains' count), as many steps as ours
-        hand.x = torch.cat([x, x[:batch - x.shape[0] % batch]])
     h_in, v_in = torch.randn(batch, hidden), torch.randn(batch, x.shape[1])
     biases = [torch.zeros_like(rbm.visible_bias), torch.zeros_like(rbm.hidden_bias)]
     grads = [torch.randn_like(b) * 1e-3 for b in biases]

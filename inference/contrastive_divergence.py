@@ -161,7 +161,7 @@ class ContrastiveDivergence:
     def _kernel(self, batch_size: int) -> BlockGibbs:
         if self.kernel is None:
             self.model.validate_parameters()
-            self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            self._trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
             self.kernel = self.kernel_class(self.model, num_chains=self._chains_per_rank() or batch_size, k=self.k)
         return self.kernel
 
@@ -200,7 +200,7 @@ class ContrastiveDivergence:
         grads = self.model.energy_gradients(v, h, weights)
         if sparsity is not None:
             grads[self._hidden_bias].add_(sparsity, alpha=self.sparsity_cost)
-        for name, p in self._trainable:
+        for name, p in self._trainable.items():
             p.grad = grads[name] if p.grad is None else p.grad.add_(grads[name])
         return loss
 
@@ -220,7 +220,7 @@ class ContrastiveDivergence:
         grads = (factors or self.model.energy_gradients)(v, h, weights)
         if sparsity is not None:  # as loss_and_grads adds it
             grads[self._hidden_bias] = grads[self._hidden_bias].add(sparsity, alpha=self.sparsity_cost)
-        folded_sgd_step_(dict(self._trainable), grads, lr, momentum=momentum, state=state, fused=fused)
+        folded_sgd_step_(self._trainable, grads, lr, momentum=momentum, state=state, fused=fused)
         return loss
 
     @torch.no_grad()

@@ -295,7 +295,7 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                dynamic_ncols=True, leave=False)
     params = [p for p in module.parameters() if p.requires_grad]
     phases = tuple(getattr(objective, "phases", None) or (None,))
-    momentum = foldable_sgd_momentum(opt)
+    momentum, fused_kernel = foldable_sgd_momentum(opt), opt.param_groups[0].get("fused")
     folded = (getattr(objective, "fused_sgd", False) and momentum is not None and world == 1 and clip_norm is None
               and phases == (None,)  # and the optimiser steps every trainable parameter, as the objective would
               and {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in params})
@@ -318,7 +318,7 @@ def fit(objective: Objective, train: Sequence[torch.Tensor], *, module: torch.nn
                         lr_now = opt.param_groups[0]["lr"]
                         if folded:  # the objective applies the update itself (see Objective): no .grad, no step
                             loss = objective.sgd_step(*batch, lr=lr_now, momentum=momentum, state=opt.state,
-                                                      fused=opt.param_groups[0].get("fused"))
+                                                      fused=fused_kernel)
                         else:
                             opt.zero_grad(set_to_none=True)
                             loss = (objective.loss_and_grads(*batch) if phase is None
