@@ -2,7 +2,9 @@
 not run them; a renamed module must not go unnoticed until someone re-measures a README figure)."""
 
 import importlib.util
+import os
 import pathlib
+import shutil
 import sys
 
 import pytest
@@ -162,3 +164,108 @@ def test_floor_operands_at_one_address_share_a_buffer_as_large_as_the_largest(mo
     assert a2.shape == (20, 4) and a1.shape == (10, 4)
     assert a1.untyped_storage().data_ptr() == a2.untyped_storage().data_ptr()
     assert b1.untyped_storage().data_ptr() == b2.untyped_storage().data_ptr()
+
+
+def test_compiled_ais_step_generator_is_splitmix64(monkeypatch):
+    """benchmarks/compiled_ais_step.py's generator: SplitMix64's published outputs for seed 1234567 (Rosetta
+    Code, "Pseudo-random numbers/Splitmix64"), at any counter; its 24-bit uniforms uniform and serially
+    uncorrelated, and its Bernoulli draws at the asked frequencies (fixed key: the tests cannot flake)."""
+    import torch
+    from scipy import stats
+
+    bench = _load_benchmark("compiled_ais_step", monkeypatch)
+    expected = [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431,
+                16408922859458223821]
+    bits = bench.splitmix64(torch.arange(5), 1234567).tolist()
+    assert [b % (1 << 64) for b in bits] == expected
+    assert bench.splitmix64(torch.tensor([3, 1]), 1234567).tolist() == [bits[3], bits[1]]  # random access
+    u = bench._shift_right(bench.splitmix64(torch.arange(1 << 20), 7), 40).double() / (1 << 24)
+    assert u.min() >= 0 and u.max() < 1
+    counts = torch.histc(u, bins=64, min=0, max=1)
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-4
+    lag1 = torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1]
+    assert abs(float(lag1)) < 4 / (1 << 10)  # 4 standard errors of a correlation of 2^20 pairs
+    probs = torch.tensor([1e-3, 0.1, 0.5, 0.9, 0.999]).repeat(200_000, 1)
+    draws = bench.counter_bernoulli(probs, 123, 11)
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+    half = torch.full((1000,), 0.5)  # element i at counter c is output c + i: one stream, whatever the shapes
+    assert torch.equal(bench.counter_bernoulli(half, 123, 11)[1:], bench.counter_bernoulli(half, 124, 11)[:-1])
+    for j, p in enumerate(probs[0].tolist()):
+        assert stats.binomtest(int(draws[:, j].sum()), draws.shape[0], p).pvalue > 1e-4
+
+
+def test_compiled_ais_step_takes_the_paths_steps(monkeypatch):
+    """The step the benchmark compiles is the base-rate path's: from the same state, with the path's draws
+    taken from the same counter-based stream, the same log-weight increments and the same next states."""
+    import torch
+
+    import ppl_models.rbm_annealing as annealing
+    from ppl_models.rbm import RBM
+
+    bench = _load_benchmark("compiled_ais_step", monkeypatch)
+    torch.manual_seed(0)
+    rbm = RBM(7, 5, weight_scale=1.0).double()
+    with torch.no_grad():
+        rbm.visible_bias.normal_(), rbm.hidden_bias.normal_()
+    base = torch.randn(7, dtype=torch.float64)
+    path = rbm.annealing_path(base)
+    counter = [1000]
+
+    def counter_draw(probs):  # the path's draws, in its order (hidden then visible), from the same stream
+        out = bench.counter_bernoulli(probs, counter[0], 5)
+        counter[0] += probs.numel()
+        return out
+
+    monkeypatch.setattr(annealing, "bernoulli_draw", counter_draw)
+    v = (torch.rand(40, 7) < 0.5).double()
+    params = [p.detach() for p in (rbm.weight, rbm.hidden_bias, rbm.visible_bias)] + [base]
+    for beta_prev, beta in ((0.0, 0.3), (0.3, 0.31), (0.9, 1.0)):
+        start = counter[0]
+        increment, v_next = path.step(v, beta_prev, beta)
+        scalars = [torch.tensor(x, dtype=torch.float64) for x in (beta_prev, beta, beta_prev - beta)]
+        ours, ours_next = bench.ais_step(v, *scalars, start, 5, *params)
+        torch.testing.assert_close(ours, increment)
+        assert torch.equal(ours_next, v_next)
+        v = v_next
+
+
+def test_compiled_ais_step_estimates_the_exact_log_z(monkeypatch):
+    """AIS through the benchmark's step and generator (run eagerly) estimates an enumerable RBM's log Z."""
+    import math
+
+    import torch
+
+    from inference.exact_enumeration import log_partition
+    from ppl_models.rbm import RBM
+
+    bench = _load_benchmark("compiled_ais_step", monkeypatch)
+    torch.manual_seed(0)
+    rbm = RBM(9, 6, weight_scale=0.8).double()
+    with torch.no_grad():
+        rbm.visible_bias.normal_(), rbm.hidden_bias.normal_()
+    base = torch.zeros(9, dtype=torch.float64)
+    log_w = bench.counter_ais_log_weights(bench.ais_step, rbm, base, 2000, torch.linspace(0, 1, 300,
+                                          dtype=torch.float64), key=3)
+    estimate = rbm.annealing_path(base).log_z_base + float(torch.logsumexp(log_w, 0) - math.log(log_w.numel()))
+    exact = float(log_partition(rbm))
+    assert abs(estimate - exact) < 0.02, (estimate, exact)
+
+
+@pytest.mark.skipif(not shutil.which(os.environ.get("CXX", "g++")), reason="torch.compile needs a C++ compiler")
+def test_compiled_ais_step_compiles_to_the_same_steps(monkeypatch):
+    """Compiled, the step keeps the counter-based generator (not inductor's random): the same log-weights as
+    the eager step, run by run (float32: the fused softplus and sigmoids may round differently; a draw
+    flips only when a uniform falls within that rounding of its probability)."""
+    import torch
+
+    from ppl_models.rbm import RBM
+
+    bench = _load_benchmark("compiled_ais_step", monkeypatch)
+    torch.manual_seed(0)
+    rbm = RBM(12, 8, weight_scale=0.5)
+    base = torch.randn(12)
+    schedule = torch.linspace(0, 1, 20, dtype=torch.float64)
+    with torch.no_grad():
+        eager = bench.counter_ais_log_weights(bench.ais_step, rbm, base, 50, schedule, key=9)
+        compiled = bench.counter_ais_log_weights(bench._compiled(bench.counter_bernoulli), rbm, base, 50, schedule, key=9)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
