@@ -129,6 +129,17 @@ def _momentum(m: dict | None) -> list:
                 "the same through torch.optim.SGD (fused)", m["folded_over_optimiser"])]
 
 
+def _compiled_ais(r: dict) -> list:
+    step = "AIS, RBM 784x500: the step compiled, its draws from SplitMix64 (benchmark only, not shipped)"
+    saved = f"what it saves on a {r.get('full_temperatures', 14500):,}-temperature estimate"
+    return [Row(step, "its matrix products alone", r["compiled_over_matrix_products"]),
+            Row(step, "ours (eager)", r["compiled_over_ours"]),
+            Row("that compiled step, drawing from inductor's own random", "the same with SplitMix64",
+                r["inductor_random_over_counter"]),
+            Row("that compiled step: its compile, empty cache", saved, r["compile_cold_over_saved"]),
+            Row("that compiled step: its compile, filled cache", saved, r["compile_warm_over_saved"])]
+
+
 def _nade(r: dict) -> list:
     ll, ep = r["log_prob"], r["training_epoch"]
     return [Row(f"NADE 784-500 exact log p(x), {ll['images']} images", "the textbook per-pixel loop",
@@ -194,6 +205,7 @@ BENCHMARKS = [
     Benchmark("rbm_vs_sklearn", ["--quick"], _rbm),
     Benchmark("rbm_vs_sklearn_user", ["--epochs", "2", "--repeats", "2"], _rbm_user),
     Benchmark("energy_floors", ["--repeats", "2", "--temperatures", "500"], _floors),
+    Benchmark("compiled_ais_step", ["--repeats", "2", "--temperatures", "500"], _compiled_ais),
     Benchmark("nade_vs_plain", ["--repeats", "1", "--train-images", "300"], _nade),
     Benchmark("gibbs_throughput", ["--repeats", "3", "--sweeps", "100"], _gibbs),
     Benchmark("sbn_gradient_variance", ["--warmup", "1", "--draws", "20"], _sbn),
