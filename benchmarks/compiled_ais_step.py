@@ -114,7 +114,7 @@ def _compiled(draw):
     return torch.compile(lambda *args: ais_step(*args, draw=draw), dynamic=False)
 
 
-def _setup(runs: int, hidden: int):
+def _setup(hidden: int):
     torch.manual_seed(0)
     rbm = RBM(784, hidden, weight_scale=0.01)
     return rbm, rbm.base_rate(None)
@@ -122,8 +122,8 @@ def _setup(runs: int, hidden: int):
 
 @torch.no_grad()
 def first_call_seconds(runs: int, hidden: int, temperatures: int) -> float:
-    """Seconds of the compiled step's first estimate over its later ones' per-temperature time: the compile."""
-    rbm, base = _setup(runs, hidden)
+    """The compile's seconds: the compiled step's first estimate (three temperatures) less the time of a second."""
+    rbm, base = _setup(hidden)
     schedule = default_schedule(temperatures)
     step = _compiled(counter_bernoulli)
     t = time.perf_counter()
@@ -145,7 +145,7 @@ def compile_seconds(args, cache_dir: str) -> float:
 
 @torch.no_grad()
 def measure(args) -> dict:
-    rbm, base = _setup(args.runs, args.hidden)
+    rbm, base = _setup(args.hidden)
     schedule = default_schedule(args.temperatures)
     counter_step, inductor_step = _compiled(counter_bernoulli), _compiled(torch_bernoulli)
     path = rbm.annealing_path(base)
