@@ -55,6 +55,18 @@ def _load_benchmark(name, monkeypatch):
     return module
 
 
+def _float64_rbm(visible: int, hidden: int, weight_scale: float):
+    """A float64 RBM with standard-normal biases (drawn from the global stream, after its weights)."""
+    import torch
+
+    from ppl_models.rbm import RBM
+
+    rbm = RBM(visible, hidden, weight_scale=weight_scale).double()
+    with torch.no_grad():
+        rbm.visible_bias.normal_(), rbm.hidden_bias.normal_()
+    return rbm
+
+
 def test_dbm_ais_hand_written_loop_is_the_same_maths(monkeypatch):
     """The baseline of benchmarks/dbm_ais_vs_plain.py: the same log Z as ours for a seed, and the exact one."""
     bench = _load_benchmark("dbm_ais_vs_plain", monkeypatch)
@@ -124,14 +136,11 @@ def test_energy_floors_hand_written_pcd_is_the_same_algorithm(monkeypatch):
     import torch
 
     from inference.contrastive_divergence import ContrastiveDivergence
-    from ppl_models.rbm import RBM
 
     bench = _load_benchmark("energy_floors", monkeypatch)
     torch.manual_seed(0)
     x = (torch.rand(15, 6) < 0.4).double()
-    rbm = RBM(6, 4, weight_scale=0.5).double()
-    with torch.no_grad():
-        rbm.visible_bias.normal_(), rbm.hidden_bias.normal_()
+    rbm = _float64_rbm(6, 4, weight_scale=0.5)
     hand = bench.HandWrittenPCD(x, 4, batch=5, lr=0.3)
     hand.W, hand.b, hand.c = (rbm.weight.detach().clone(), rbm.visible_bias.detach().clone(),
                               rbm.hidden_bias.detach().clone())
@@ -200,13 +209,10 @@ def test_compiled_ais_step_takes_the_paths_steps(monkeypatch):
     import torch
 
     import ppl_models.rbm_annealing as annealing
-    from ppl_models.rbm import RBM
 
     bench = _load_benchmark("compiled_ais_step", monkeypatch)
     torch.manual_seed(0)
-    rbm = RBM(7, 5, weight_scale=1.0).double()
-    with torch.no_grad():
-        rbm.visible_bias.normal_(), rbm.hidden_bias.normal_()
+    rbm = _float64_rbm(7, 5, weight_scale=1.0)
     base = torch.randn(7, dtype=torch.float64)
     path = rbm.annealing_path(base)
     counter = [1000]
@@ -236,13 +242,10 @@ def test_compiled_ais_step_estimates_the_exact_log_z(monkeypatch):
     import torch
 
     from inference.exact_enumeration import log_partition
-    from ppl_models.rbm import RBM
 
     bench = _load_benchmark("compiled_ais_step", monkeypatch)
     torch.manual_seed(0)
-    rbm = RBM(9, 6, weight_scale=0.8).double()
-    with torch.no_grad():
-        rbm.visible_bias.normal_(), rbm.hidden_bias.normal_()
+    rbm = _float64_rbm(9, 6, weight_scale=0.8)
     base = torch.zeros(9, dtype=torch.float64)
     log_w = bench.counter_ais_log_weights(bench.ais_step, rbm, base, 2000, torch.linspace(0, 1, 300,
                                           dtype=torch.float64), key=3)
